@@ -1,0 +1,21 @@
+"""The project's own exceptions: each carries one line that tells a user what is wrong and how to fix it."""
+
+
+class HpoError(Exception):
+    """Base of every error the CLI turns into one line `Error: …` and exit code 1."""
+
+
+class SpecError(HpoError):
+    """A study spec (TOML) breaks a rule."""
+
+
+class StorageError(HpoError):
+    """A storage URL is malformed, or the database behind it cannot be reached."""
+
+
+class StudyError(HpoError):
+    """A study is missing, exists already, or cannot do what was asked."""
+
+
+class Interrupted(HpoError):
+    """The user pressed Ctrl-C; the running trial was recorded as failed."""

@@ -1,0 +1,128 @@
+"""The objective: one trial trains the NumPy net and is judged on the held-out validation split.
+
+The test split is never loaded here: this module only asks the trainer for the training pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+import trainer
+from hpo._sampler import trial_seed
+from hpo._space import suggest
+from hpo._spec import StudySpec
+
+
+@dataclass(frozen=True)
+class Fold:
+    train: trainer.Dataset
+    validation: trainer.Dataset
+
+
+def training_folds(spec: StudySpec, data_dir: str | None = None) -> list[Fold]:
+    """The train/validation pairs a trial is judged on: one split, or k stratified folds."""
+    pool = trainer.load_training_pool(spec.data.dataset, data_dir=data_dir, dtype=_dtype(spec))
+    train, validation = trainer.split_train_validation(
+        pool, spec.data.samples, spec.data.validation_fraction, spec.data.split_seed)
+    if spec.objective.folds == 1:
+        return [Fold(train, validation)]
+    x = np.concatenate([train.x, validation.x])
+    y = np.concatenate([train.y, validation.y])
+    folds = _stratified_folds(y, spec.objective.folds, spec.data.split_seed)
+    result = []
+    for held_out in folds:
+        keep = np.ones(len(y), dtype=bool)
+        keep[held_out] = False
+        result.append(Fold(trainer.Dataset(x[keep], y[keep]), trainer.Dataset(x[held_out], y[held_out])))
+    return result
+
+
+def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint index sets covering y, each with about the same share of every class."""
+    rng = np.random.default_rng(seed)
+    buckets: list[list[np.ndarray]] = [[] for _ in range(k)]
+    offset = 0
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        for i, part in enumerate(np.array_split(members, k)):
+            buckets[(i + offset) % k].append(part)
+        offset += len(members) % k  # rotate, so remainders do not all land in the first fold
+    return [np.sort(np.concatenate(b)) for b in buckets]
+
+
+def _dtype(spec: StudySpec) -> str:
+    return str(spec.fixed.get("dtype", "float32"))
+
+
+class Objective:
+    """Callable for Optuna: suggest, train, report each epoch, return final validation accuracy.
+
+    A trial ends in one of three states: complete; pruned (the pruner said so, or training
+    diverged, with the reason and the epoch kept on the trial); failed (a real error).
+    """
+
+    def __init__(self, spec: StudySpec, data_dir: str | None = None):
+        self.spec = spec
+        self.data_dir = data_dir
+        self._folds: list[Fold] | None = None
+
+    @property
+    def folds(self) -> list[Fold]:
+        if self._folds is None:
+            self._folds = training_folds(self.spec, self.data_dir)
+        return self._folds
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest(trial, self.spec.search)
+        runs = [(fold, repeat) for fold in range(len(self.folds)) for repeat in range(self.spec.objective.repeats)]
+        values: list[float] = []
+        seconds = 0.0
+        for index, (fold, repeat) in enumerate(runs):
+            seed = trial_seed(self.spec.seed, trial.number, stream=2 + repeat)
+            # Only the first run reports per epoch, so the pruner judges one comparable curve.
+            history = self._train(trial, params, seed, self.folds[fold], report=index == 0)
+            seconds += sum(e.seconds for e in history.epochs)
+            if index == 0:
+                trial.set_user_attr("curves", history.as_dict())
+                trial.set_user_attr("epochs", len(history.epochs))
+                trial.set_user_attr("seed", seed)
+            if history.outcome != "completed":
+                trial.set_user_attr("seconds", round(seconds, 3))
+                trial.set_user_attr("outcome", history.outcome)
+                trial.set_user_attr("reason", history.reason)
+                if history.outcome == "diverged":
+                    trial.set_user_attr("diverged_epoch", history.stop_epoch)
+                raise optuna.TrialPruned(history.reason)
+            values.append(float(history.epochs[-1].val_accuracy))
+        trial.set_user_attr("seconds", round(seconds, 3))
+        trial.set_user_attr("outcome", "completed")
+        if len(runs) > 1:
+            trial.set_user_attr("runs", [round(v, 6) for v in values])
+            trial.set_user_attr("repeats", self.spec.objective.repeats)
+            trial.set_user_attr("folds", self.spec.objective.folds)
+        return float(np.mean(values))
+
+    def config(self, params: dict[str, Any], seed: int) -> trainer.TrainConfig:
+        fold = self.folds[0]
+        return self.spec.train_config(
+            params, seed=seed, input_size=fold.train.x.shape[1],
+            output_size=int(max(fold.train.y.max(), fold.validation.y.max())) + 1)
+
+    def _train(self, trial: optuna.Trial, params: dict[str, Any], seed: int, fold: Fold,
+               report: bool) -> trainer.History:
+        config = self.config(params, seed)
+        pruner = type(trial.study.pruner).__name__.replace("Pruner", "").lower()
+
+        def on_epoch(metrics: trainer.EpochMetrics, network: Any) -> str | None:
+            if not report:
+                return None
+            trial.report(metrics.val_accuracy, metrics.epoch)
+            if trial.should_prune():
+                return f"pruned by the {pruner} pruner at epoch {metrics.epoch}"
+            return None
+
+        return trainer.fit(config, fold.train, fold.validation, callback=on_epoch).history

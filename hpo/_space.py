@@ -1,0 +1,41 @@
+"""The search space of a spec, as Optuna distributions and as suggestions on a trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from hpo._spec import CategoricalParam, FloatParam, IntParam, SearchParam
+
+
+def distribution(param: SearchParam) -> BaseDistribution:
+    """The Optuna distribution of one search parameter."""
+    if isinstance(param, FloatParam):
+        return FloatDistribution(param.low, param.high, log=param.log)
+    if isinstance(param, IntParam):
+        return IntDistribution(param.low, param.high, log=param.log)
+    return CategoricalDistribution(param.choices)
+
+
+def distributions(search: tuple[SearchParam, ...]) -> dict[str, BaseDistribution]:
+    return {p.name: distribution(p) for p in search}
+
+
+def suggest(trial: optuna.Trial, search: tuple[SearchParam, ...]) -> dict[str, Any]:
+    """Ask the trial for a value of every searched parameter (log-uniform where `log` is set)."""
+    params: dict[str, Any] = {}
+    for p in search:
+        if isinstance(p, FloatParam):
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+        elif isinstance(p, IntParam):
+            params[p.name] = trial.suggest_int(p.name, p.low, p.high, log=p.log)
+        elif isinstance(p, CategoricalParam):
+            params[p.name] = trial.suggest_categorical(p.name, p.choices)
+    return params

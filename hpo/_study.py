@@ -1,0 +1,277 @@
+"""Studies: create from a spec, run to a target of finished trials, resume, inspect, delete.
+
+A study stores its whole spec (user attribute `spec`), so every later command needs only its
+name and the storage. `run` counts finished trials (complete + pruned) against a target that is
+shared by every worker on every machine; starting a trial happens under the study's lock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import __version__
+from hpo._errors import Interrupted, StorageError, StudyError
+from hpo._objective import Objective
+from hpo._sampler import FINISHED, make_pruner, make_sampler
+from hpo._spec import StudySpec, parse_spec
+from hpo._storage import Heartbeat, mask_url, open_storage, study_lock
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPEC_ATTR = "spec"
+LINEAGE_ATTR = "lineage"
+
+
+@dataclass
+class StudyHandle:
+    """An open study with its spec."""
+
+    study: optuna.Study
+    spec: StudySpec
+    url: str
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def finished(self) -> list[FrozenTrial]:
+        return self.trials(FINISHED)
+
+
+def create(spec: StudySpec, url: str, name: str | None = None,
+           extra_attrs: dict[str, Any] | None = None) -> StudyHandle:
+    """Create a study from a validated spec; an existing name is an error saying how to go on."""
+    if name:
+        spec = spec.replace(name=name)
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage, direction="maximize",
+            sampler=make_sampler(spec), pruner=make_pruner(spec.pruner, spec.epochs))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(
+            f"a study named '{spec.name}' already exists in {mask_url(url)}; continue it with "
+            f"`hpo study run {spec.name}`, or create another with --name NEW_NAME") from None
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    study.set_user_attr("objective", "final-epoch validation accuracy (maximized)")
+    study.set_user_attr("hpo_version", __version__)
+    study.set_user_attr("created", _now())
+    for key, value in (extra_attrs or {}).items():
+        study.set_user_attr(key, value)
+    return StudyHandle(study, spec, url)
+
+
+def open_study(name: str, url: str, heartbeat: Heartbeat = Heartbeat()) -> StudyHandle:
+    """Load a study by name with the sampler and pruner its stored spec describes."""
+    storage = open_storage(url, heartbeat)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StudyError(
+            f"no study named '{name}' in {mask_url(url)}; `hpo study list` shows the studies there"
+        ) from None
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if not isinstance(stored, dict):
+        raise StudyError(f"study '{name}' in {mask_url(url)} was not created by hpo (it has no spec)")
+    spec = parse_spec(stored, source=f"study '{name}'")
+    study.sampler = make_sampler(spec)
+    study.pruner = make_pruner(spec.pruner, spec.epochs)
+    return StudyHandle(study, spec, url)
+
+
+@dataclass
+class Progress:
+    """What a run reports after each of its trials."""
+
+    done: int
+    target: int
+    ran: int
+    best: FrozenTrial | None
+    last: FrozenTrial | None
+    elapsed: float
+    waiting_for: int = 0  # trials other workers are still running
+
+    @property
+    def seconds_left(self) -> float | None:
+        if self.ran == 0 or self.done >= self.target:
+            return None
+        return self.elapsed / self.ran * (self.target - self.done)
+
+
+@dataclass
+class RunResult:
+    ran: int
+    finished: int
+    target: int
+    best: FrozenTrial | None
+    reached_target: bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def run(handle: StudyHandle, target: int | None = None, timeout: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None, data_dir: str | None = None,
+        poll_seconds: float = 2.0) -> RunResult:
+    """Run trials until the study holds `target` finished trials (complete + pruned).
+
+    Trials that other workers are running count as on their way: this worker waits for them,
+    rather than overshoot, and takes over a retry if one of them dies. Ctrl-C fails the running
+    trial with a reason and raises Interrupted; a failing trial stops the run with its reason.
+    """
+    target = target or handle.spec.trials
+    study = handle.study
+    objective = Objective(handle.spec, data_dir)
+    started = time.monotonic()
+    ran = 0
+    while True:
+        if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        with study_lock(handle.url, handle.name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)
+            counts = count_states(study)
+            finished = counts["COMPLETE"] + counts["PRUNED"]
+            if finished >= target:
+                break
+            trial = None
+            if counts["WAITING"] or finished + counts["RUNNING"] < target:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # heartbeat outside optimize() is intended
+                    trial = study.ask()
+        if trial is None:
+            if on_progress:
+                on_progress(_progress(study, finished, target, ran, None, started, counts["RUNNING"]))
+            time.sleep(poll_seconds)
+            continue
+        frozen = _run_trial(study, trial, objective)
+        ran += 1
+        if on_progress:
+            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            on_progress(_progress(study, done, target, ran, frozen, started))
+    counts = count_states(study)
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    return RunResult(ran, finished, target, best_trial(study), finished >= target, counts)
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
+    """Run one asked trial to its end state, with heartbeats while it runs."""
+    storage = study._storage
+    with get_heartbeat_thread(trial._trial_id, storage):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            return study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            study.tell(trial, state=TrialState.FAIL)
+            raise Interrupted(
+                f"interrupted: trial {trial.number} was recorded as failed; "
+                f"`hpo study run {study.study_name}` continues the study") from None
+        except (StorageError, StudyError):
+            raise
+        except Exception as exc:  # a real error: keep the reason on the trial, stop the run
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            raise StudyError(f"trial {trial.number} failed: {reason}") from exc
+    return study.tell(trial, value)
+
+
+def _progress(study, done, target, ran, last, started, waiting_for=0) -> Progress:
+    return Progress(done, target, ran, best_trial(study), last, time.monotonic() - started, waiting_for)
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials, best first; ties go to the earlier trial."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: (-t.value, t.number))
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    name: str
+    dataset: str
+    finished: int
+    counts: dict[str, int]
+    best_value: float | None
+    best_number: int | None
+    parent: str | None
+    created: str | None
+
+
+def list_studies(url: str) -> list[StudyRow]:
+    storage = open_storage(url, Heartbeat(interval=None))
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = count_states(study)
+        best = best_trial(study)
+        attrs = summary.user_attrs
+        spec = attrs.get(SPEC_ATTR) or {}
+        lineage = attrs.get(LINEAGE_ATTR) or {}
+        rows.append(StudyRow(
+            name=summary.study_name,
+            dataset=str(spec.get("data", {}).get("dataset", "?")),
+            finished=counts["COMPLETE"] + counts["PRUNED"],
+            counts=counts,
+            best_value=best.value if best else None,
+            best_number=best.number if best else None,
+            parent=lineage.get("parent"),
+            created=attrs.get("created"),
+        ))
+    return rows
+
+
+def delete(name: str, url: str) -> int:
+    """Delete a study; returns how many trials it held."""
+    handle = open_study(name, url, Heartbeat(interval=None))
+    n = len(handle.trials())
+    optuna.delete_study(study_name=name, storage=handle.study._storage)
+    return n
+
+
+def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
+    """The JSON-ready view of a trial used by `show --json` and `best --json`."""
+    attrs = trial.user_attrs
+    value = trial.value if trial.state in FINISHED else None
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": None if value is None or not math.isfinite(value) else value,
+        "params": dict(trial.params),
+        "epochs": attrs.get("epochs"),
+        "phase": attrs.get("phase"),
+        "seconds": attrs.get("seconds"),
+        "reason": attrs.get("reason") or attrs.get("fail_reason"),
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,204 @@
+"""`hpo study …`: create, run, list, show, best, delete."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpo import _study
+from hpo._errors import StudyError
+from hpo._spec import load_spec
+from hpo._storage import Heartbeat, mask_url
+from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
+
+app = typer.Typer(help="Create, run, resume and inspect studies.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="The study's name.")]
+
+
+@app.command()
+@handles_errors
+def create(
+    spec: Annotated[Path, typer.Argument(help="The study spec (TOML), e.g. studies/quickstart.toml.")],
+    name: Annotated[str | None, typer.Option(help="Name the study (default: [study] name).")] = None,
+    storage: StorageOption = None,
+) -> None:
+    """Validate a spec and create its study; the study keeps the whole spec."""
+    url = storage_url(storage)
+    handle = _study.create(load_spec(spec), url, name)
+    typer.echo(f"Created study '{handle.name}' in {mask_url(url)} "
+               f"(target {handle.spec.trials} trials). Run it with: hpo study run {handle.name}")
+
+
+def _positive(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be a whole number >= 1; got {value}")
+    return value
+
+
+def _positive_float(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a number of seconds > 0; got {value}")
+    return value
+
+
+@app.command()
+@handles_errors
+def run(
+    name: NameArg,
+    trials: Annotated[int | None, typer.Option(
+        callback=_positive,
+        help="The study's total target of finished trials (complete + pruned); "
+        "trials already finished count. Default: the spec's [study] trials.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        callback=_positive_float, help="Start no new trial after this many seconds.")] = None,
+    storage: StorageOption = None,
+    heartbeat_interval: Annotated[int, typer.Option(
+        callback=_positive, envvar="HPO_HEARTBEAT_INTERVAL",
+        help="Seconds between heartbeats of a running trial.")] = 10,
+    grace_period: Annotated[int, typer.Option(
+        callback=_positive, envvar="HPO_GRACE_PERIOD",
+        help="Seconds without heartbeat after which a RUNNING trial counts as dead: "
+        "it is failed and retried once with the same parameters.")] = 30,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run the study until it holds the target of finished trials (resumes where it stopped)."""
+    url = storage_url(storage)
+    handle = _study.open_study(name, url, Heartbeat(heartbeat_interval, grace_period))
+    display = None if quiet else ProgressDisplay()
+    result = _study.run(handle, target=trials, timeout=timeout, on_progress=display,
+                        data_dir=str(data_dir) if data_dir else None)
+    if display:
+        display.close()
+    best = result.best
+    best_text = f"best {fmt(best.value)} (trial {best.number})" if best else "no complete trial yet"
+    state = "target reached" if result.reached_target else "stopped before the target (timeout)"
+    typer.echo(f"{name}: {result.finished}/{result.target} finished, {result.ran} run now, "
+               f"{state}; {best_text}")
+
+
+class ProgressDisplay:
+    """done/target, best so far and time left on stderr; redrawn in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, progress: _study.Progress) -> None:
+        width = 24
+        filled = int(width * min(progress.done / max(progress.target, 1), 1))
+        bar = "#" * filled + "." * (width - filled)
+        best = f"best {fmt(progress.best.value)} (#{progress.best.number})" if progress.best else "best -"
+        left = progress.seconds_left
+        eta = f"~{_clock(left)} left" if left is not None else ""
+        wait = f"waiting for {progress.waiting_for} running elsewhere" if progress.waiting_for else ""
+        line = f"[{bar}] {progress.done}/{progress.target}  {best}  {_clock(progress.elapsed)} {eta} {wait}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100))
+        elif progress.last is not None or not self.shown:
+            sys.stderr.write(line.rstrip() + "\n")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            sys.stderr.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@app.command("list")
+@handles_errors
+def list_(storage: StorageOption = None, json_: JsonOption = False) -> None:
+    """The studies in the storage, with their progress, best value and lineage."""
+    url = storage_url(storage)
+    rows = _study.list_studies(url)
+    if json_:
+        print_json([row.__dict__ for row in rows])
+        return
+    if not rows:
+        typer.echo(f"No studies in {mask_url(url)}. Create one with: hpo study create SPEC")
+        return
+    print_table(
+        ["name", "data", "finished", "complete", "pruned", "failed", "running", "best", "parent"],
+        [[r.name, r.dataset, r.finished, r.counts["COMPLETE"], r.counts["PRUNED"], r.counts["FAIL"],
+          r.counts["RUNNING"], r.best_value, r.parent or "-"] for r in rows])
+
+
+@app.command()
+@handles_errors
+def show(
+    name: NameArg,
+    top: Annotated[int, typer.Option("--top", "-k", callback=_positive, help="How many best trials.")] = 10,
+    storage: StorageOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """The best trials as a table: Best-1 … Best-K with value, parameters, epochs, state."""
+    url = storage_url(storage)
+    handle = _study.open_study(name, url, Heartbeat(interval=None))
+    counts = _study.count_states(handle.study)
+    best = _study.ranked(handle.study)[:top]
+    lineage = handle.study.user_attrs.get(_study.LINEAGE_ATTR)
+    if json_:
+        print_json({"name": name, "counts": counts, "lineage": lineage,
+                    "spec": handle.spec.to_dict(),
+                    "best": [_study.trial_summary(t) for t in best]})
+        return
+    spec = handle.spec
+    typer.echo(f"Study '{name}' in {mask_url(url)}: data {spec.data.dataset}"
+               f" ({spec.data.samples or 'all'} samples, {spec.data.validation_fraction:g} validation),"
+               f" {spec.epochs} epochs, target {spec.trials}")
+    typer.echo("Trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c))
+    if lineage:
+        typer.echo(f"Narrowed from '{lineage.get('parent')}' ({lineage.get('rule')}, {lineage.get('date')})")
+    if not best:
+        typer.echo("No complete trial yet.")
+        return
+    names = [p.name for p in spec.search]
+    print_table(
+        ["rank", "trial", "value", *names, "epochs", "phase", "state"],
+        [[f"Best-{i}", t.number, t.value, *[t.params.get(n) for n in names],
+          t.user_attrs.get("epochs"), t.user_attrs.get("phase", "-"), t.state.name.lower()]
+         for i, t in enumerate(best, 1)])
+
+
+@app.command()
+@handles_errors
+def best(name: NameArg, storage: StorageOption = None, json_: JsonOption = False) -> None:
+    """The best trial: its number, value and parameters."""
+    url = storage_url(storage)
+    handle = _study.open_study(name, url, Heartbeat(interval=None))
+    trial = _study.best_trial(handle.study)
+    if trial is None:
+        raise StudyError(f"study '{name}' has no complete trial yet; run it with `hpo study run {name}`")
+    summary = _study.trial_summary(trial)
+    if json_:
+        print_json(summary)
+        return
+    typer.echo(f"Best trial of '{name}': #{trial.number}, validation accuracy {fmt(trial.value)}")
+    for key, value in trial.params.items():
+        typer.echo(f"  {key} = {fmt(value, 6)}")
+
+
+@app.command()
+@handles_errors
+def delete(
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
+    storage: StorageOption = None,
+) -> None:
+    """Delete a study and all its trials (needs --yes)."""
+    url = storage_url(storage)
+    if not yes:
+        raise typer.BadParameter(f"deleting study '{name}' cannot be undone; add --yes to confirm",
+                                 param_hint="--yes")
+    n = _study.delete(name, url)
+    typer.echo(f"Deleted study '{name}' and its {n} trials from {mask_url(url)}.")

@@ -1,0 +1,102 @@
+"""Shared helpers for the tests: data folder, tiny specs, the CLI as a real subprocess, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("HPO_DATA_DIR", REPO.parent / "shared" / "data"))
+POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+TINY_SPEC = """
+[study]
+name = "{name}"
+seed = {seed}
+trials = {trials}
+
+[data]
+dataset = "digits"
+samples = {samples}
+validation_fraction = 0.25
+
+[model]
+hidden_sizes = [32]
+
+[training]
+epochs = {epochs}
+batch_size = 32
+
+[search.lr]
+type = "float"
+low = 1e-3
+high = 0.5
+log = true
+
+[search.weight_decay]
+type = "float"
+low = 1e-8
+high = 1e-3
+log = true
+
+[search.optimizer]
+type = "categorical"
+choices = ["sgd", "momentum", "adam"]
+
+[sampler]
+random_trials = {random_trials}
+"""
+
+
+def write_spec(folder: Path, name: str = "tiny", *, seed: int = 0, trials: int = 10, samples: int = 400,
+               epochs: int = 3, random_trials: int = 5, extra: str = "") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_SPEC.format(name=name, seed=seed, trials=trials, samples=samples, epochs=epochs,
+                                     random_trials=random_trials) + extra)
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HPO_STORAGE", None)
+    env["HPO_DATA_DIR"] = str(DATA_DIR)
+    env["MPLBACKEND"] = "Agg"
+    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def hpo(*args: str, cwd: Path | None = None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run `hpo ARGS…` as a real subprocess; returns the completed process (text output)."""
+    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def hpo_popen(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def postgres_or_fail() -> str:
+    """The test server's URL; skip when it is unreachable, except in CI, where that fails."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means the same here
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
+    return POSTGRES_URL

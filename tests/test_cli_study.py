@@ -1,0 +1,173 @@
+"""`hpo study …` end to end, as real subprocesses against SQLite files on disk and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+
+import optuna
+import pytest
+
+from helpers import hpo, hpo_popen, postgres_or_fail, unique, write_spec
+
+
+def _trials(db, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return study.get_trials(deepcopy=False)
+
+
+def _params_key(trial):
+    return tuple(sorted((k, repr(v)) for k, v in trial.params.items()))
+
+
+@pytest.mark.slow
+def test_create_run_resume_show_best(tmp_path):
+    spec = write_spec(tmp_path, "tiny", trials=10, epochs=2, samples=300)
+    db = tmp_path / "studies.db"
+    storage = f"sqlite:///{db}"
+
+    created = hpo("study", "create", str(spec), "--storage", storage)
+    assert created.returncode == 0, created.stderr
+    assert "Created study 'tiny'" in created.stdout
+
+    first = hpo("study", "run", "tiny", "--trials", "10", "--storage", storage)
+    assert first.returncode == 0, first.stderr
+    assert "10/10 finished, 10 run now" in first.stdout
+    second = hpo("study", "run", "tiny", "--trials", "20", "--storage", storage)
+    assert second.returncode == 0, second.stderr
+    assert "20/20 finished, 10 run now" in second.stdout  # only what remained
+    trials = _trials(db, "tiny")
+    assert len(trials) == 20
+    assert len({_params_key(t) for t in trials}) == 20
+    phases = [t.user_attrs["phase"] for t in sorted(trials, key=lambda t: t.number)]
+    assert phases[:5] == ["random"] * 5 and "tpe" in phases[5:]
+    assert all(len(t.user_attrs["curves"]["val_accuracy"]) == t.user_attrs["epochs"] for t in trials
+               if t.state.name == "COMPLETE")
+
+    again = hpo("study", "run", "tiny", "--trials", "20", "--storage", storage)
+    assert again.returncode == 0 and "0 run now" in again.stdout
+
+    show = hpo("study", "show", "tiny", "--top", "5", "--storage", storage)
+    assert show.returncode == 0, show.stderr
+    lines = show.stdout.splitlines()
+    assert any(line.startswith("Best-1 ") for line in lines)
+    assert any(line.startswith("Best-5 ") for line in lines)
+    assert "lr" in show.stdout and "weight_decay" in show.stdout
+
+    best = hpo("study", "best", "tiny", "--json", "--storage", storage)
+    assert best.returncode == 0, best.stderr
+    data = json.loads(best.stdout)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert data["value"] == max(t.value for t in complete)
+    assert set(data["params"]) == {"lr", "weight_decay", "optimizer"}
+    assert isinstance(data["number"], int)
+
+    listed = hpo("study", "list", "--json", "--storage", storage)
+    assert json.loads(listed.stdout)[0]["finished"] == 20
+
+
+def test_create_twice_says_how_to_continue(tmp_path):
+    spec = write_spec(tmp_path, "dup")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
+    again = hpo("study", "create", str(spec), "--storage", storage)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        f"Error: a study named 'dup' already exists in {storage}; continue it with "
+        "`hpo study run dup`, or create another with --name NEW_NAME")
+    assert "Traceback" not in again.stderr
+
+
+def _wait_for_running(db, name, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as connection:
+                    rows = connection.execute(
+                        "SELECT count(*) FROM trials JOIN studies USING (study_id) "
+                        "WHERE studies.study_name = ? AND trials.state = 'RUNNING'", (name,)).fetchone()
+                if rows and rows[0] > 0:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no trial started running")
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_path):
+    spec = write_spec(tmp_path, "intr", trials=6, epochs=60, samples=1200, random_trials=3)
+    db = tmp_path / "s.db"
+    storage = f"sqlite:///{db}"
+    assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
+    assert hpo("study", "run", "intr", "--trials", "2", "--storage", storage).returncode == 0
+
+    process = hpo_popen("study", "run", "intr", "--storage", storage)
+    time.sleep(1.0)  # let the process import and start its trial
+    _wait_for_running(db, "intr")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted: trial 2 was recorded as failed; `hpo study run intr` continues the study" in err
+    assert "Traceback" not in err
+    failed = [t for t in _trials(db, "intr") if t.state.name == "FAIL"]
+    assert [t.user_attrs["fail_reason"] for t in failed] == ["interrupted by the user (Ctrl-C)"]
+
+    resumed = hpo("study", "run", "intr", "--trials", "6", "--storage", storage)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _trials(db, "intr")
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6
+    keys = [_params_key(t) for t in trials]
+    assert len(keys) == len(set(keys)), "a resumed run repeated a parameter set"
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_no_running_trial_after_the_grace_period(tmp_path):
+    spec = write_spec(tmp_path, "killed", trials=3, epochs=60, samples=1200, random_trials=3)
+    db = tmp_path / "s.db"
+    storage = f"sqlite:///{db}"
+    assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
+    beat = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "2"}
+    process = hpo_popen("study", "run", "killed", "--storage", storage, **beat)
+    time.sleep(1.0)
+    _wait_for_running(db, "killed")
+    time.sleep(1.5)  # at least one heartbeat recorded
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    victim = [t for t in _trials(db, "killed") if t.state.name == "RUNNING"]
+    assert len(victim) == 1
+
+    resumed = hpo("study", "run", "killed", "--storage", storage, **beat)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = {t.number: t for t in _trials(db, "killed")}
+    assert not [t for t in trials.values() if t.state.name == "RUNNING"]
+    assert trials[victim[0].number].state.name == "FAIL"
+    retry = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim[0].number]
+    assert len(retry) == 1 and retry[0].params == victim[0].params
+    assert retry[0].state.name in ("COMPLETE", "PRUNED")
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials.values()) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_same_commands_against_postgresql(tmp_path):
+    url = postgres_or_fail()
+    name = unique("pg-study")
+    spec = write_spec(tmp_path, "pg", trials=4, epochs=2, samples=300)
+    try:
+        created = hpo("study", "create", str(spec), "--name", name, "--storage", url)
+        assert created.returncode == 0, created.stderr
+        ran = hpo("study", "run", name, "--trials", "4", "--storage", url)
+        assert ran.returncode == 0, ran.stderr
+        assert "4/4 finished" in ran.stdout
+        show = hpo("study", "show", name, "--storage", url)
+        assert show.returncode == 0 and "Best-1" in show.stdout
+        best = json.loads(hpo("study", "best", name, "--json", "--storage", url).stdout)
+        assert 0 <= best["value"] <= 1
+    finally:
+        hpo("study", "delete", name, "--yes", "--storage", url)
