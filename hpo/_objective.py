@@ -83,6 +83,8 @@ class Objective:
         seconds = 0.0
         for index, (fold, repeat) in enumerate(runs):
             seed = trial_seed(self.spec.seed, trial.number, stream=2 + repeat)
+            if index == 0 and "seed" in trial.user_attrs:  # a confirmation run brings its own seed
+                seed = int(trial.user_attrs["seed"])
             # Only the first run reports per epoch, so the pruner judges one comparable curve.
             history = self._train(trial, params, seed, self.folds[fold], report=index == 0)
             seconds += sum(e.seconds for e in history.epochs)

@@ -104,15 +104,15 @@ def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()) -> optuna.storage
     Raises StorageError with one line (password masked) when the URL or the server is bad.
     """
     url = _normalise(url)
-    callback = None
-    if heartbeat.interval is not None and heartbeat.retry_stale:
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    hb = {}
-    if heartbeat.interval is not None:
-        hb = dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
-                  heartbeat_stale_trial_callback=callback)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = None
+        if heartbeat.interval is not None and heartbeat.retry_stale:
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        hb = {}
+        if heartbeat.interval is not None:
+            hb = dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+                      heartbeat_stale_trial_callback=callback)
         if url.startswith("journal:"):
             path = Path(url[len("journal:"):])
             _ensure_parent(path, url)

@@ -30,6 +30,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPEC_ATTR = "spec"
 LINEAGE_ATTR = "lineage"
+QUEUE_ONLY_ATTR = "queue_only"
 
 
 @dataclass
@@ -132,6 +133,8 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
     """
     target = target or handle.spec.trials
     study = handle.study
+    # A queue-only study (confirmation runs) runs the trials enqueued in it and nothing else.
+    queue_only = bool(study.user_attrs.get(QUEUE_ONLY_ATTR))
     objective = Objective(handle.spec, data_dir)
     started = time.monotonic()
     ran = 0
@@ -144,10 +147,10 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
                 optuna.storages.fail_stale_trials(study)
             counts = count_states(study)
             finished = counts["COMPLETE"] + counts["PRUNED"]
-            if finished >= target:
+            if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
                 break
             trial = None
-            if counts["WAITING"] or finished + counts["RUNNING"] < target:
+            if counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # heartbeat outside optimize() is intended
                     trial = study.ask()

@@ -26,8 +26,8 @@ def storage(tmp_path):
 @pytest.mark.parametrize("args,code,message", [
     (["study", "run", "known", "--trials", "0"], 2, "Invalid value for '--trials': must be a whole number >= 1; got 0"),
     (["study", "run", "known", "--timeout", "-5"], 2, "Invalid value for '--timeout': must be a number of seconds > 0; got -5.0"),
-    (["study", "run", "known", "--trials", "many"], 2, "Invalid value for '--trials': 'many' is not a valid integer"),
-    (["study", "show", "known", "--top", "0"], 2, "Invalid value for '--top': must be a whole number >= 1; got 0"),
+    (["study", "run", "known", "--trials", "many"], 2, "Invalid value for '--trials': Input should be a valid integer, unable to parse string as an integer"),
+    (["study", "show", "known", "--top", "0"], 2, "Invalid value for '--top' / '-k': must be a whole number >= 1; got 0"),
     (["study", "delete", "known"], 2, "Invalid value for --yes: deleting study 'known' cannot be undone; add --yes to confirm"),
     (["study", "run", "unknown"], 1, "Error: no study named 'unknown' in {url}; `hpo study list` shows the studies there"),
     (["study", "best", "known"], 1, "Error: study 'known' has no complete trial yet; run it with `hpo study run known`"),

@@ -12,6 +12,7 @@ app = typer.Typer(
     help="Hyperparameter optimization of a NumPy trainer with Optuna.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain, greppable errors: "Error: Invalid value for ..."
 )
 app.add_typer(_study.app, name="study")
 app.add_typer(_data.app, name="data")

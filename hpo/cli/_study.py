@@ -9,14 +9,17 @@ from typing import Annotated
 import typer
 
 from hpo import _study
+from hpo._confirm import confirm as run_confirm
+from hpo._confirm import confirmed_choice
 from hpo._errors import StudyError
 from hpo._spec import load_spec
 from hpo._storage import Heartbeat, mask_url
+from hpo._workers import run_workers
 from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
 
 app = typer.Typer(help="Create, run, resume and inspect studies.", no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="The study's name.")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The study's name.")]
 
 
 @app.command()
@@ -63,15 +66,22 @@ def run(
         callback=_positive, envvar="HPO_GRACE_PERIOD",
         help="Seconds without heartbeat after which a RUNNING trial counts as dead: "
         "it is failed and retried once with the same parameters.")] = 30,
+    workers: Annotated[int, typer.Option(
+        callback=_positive, help="Worker processes on this machine (each with one BLAS thread).")] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run the study until it holds the target of finished trials (resumes where it stopped)."""
     url = storage_url(storage)
-    handle = _study.open_study(name, url, Heartbeat(heartbeat_interval, grace_period))
+    heartbeat = Heartbeat(heartbeat_interval, grace_period)
+    handle = _study.open_study(name, url, heartbeat)
     display = None if quiet else ProgressDisplay()
-    result = _study.run(handle, target=trials, timeout=timeout, on_progress=display,
-                        data_dir=str(data_dir) if data_dir else None)
+    folder = str(data_dir) if data_dir else None
+    if workers > 1:
+        result = run_workers(handle, workers, target=trials, timeout=timeout, heartbeat=heartbeat,
+                             data_dir=folder, on_progress=display)
+    else:
+        result = _study.run(handle, target=trials, timeout=timeout, on_progress=display, data_dir=folder)
     if display:
         display.close()
     best = result.best
@@ -87,6 +97,7 @@ class ProgressDisplay:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.shown = False
+        self.last_done = -1
 
     def __call__(self, progress: _study.Progress) -> None:
         width = 24
@@ -99,8 +110,9 @@ class ProgressDisplay:
         line = f"[{bar}] {progress.done}/{progress.target}  {best}  {_clock(progress.elapsed)} {eta} {wait}"
         if self.tty:
             sys.stderr.write("\r" + line.ljust(100))
-        elif progress.last is not None or not self.shown:
+        elif progress.done != self.last_done:
             sys.stderr.write(line.rstrip() + "\n")
+        self.last_done = progress.done
         sys.stderr.flush()
         self.shown = True
 
@@ -173,19 +185,63 @@ def show(
 @app.command()
 @handles_errors
 def best(name: NameArg, storage: StorageOption = None, json_: JsonOption = False) -> None:
-    """The best trial: its number, value and parameters."""
+    """The best configuration: the confirmed one if `confirm` has run, else the best single trial."""
     url = storage_url(storage)
     handle = _study.open_study(name, url, Heartbeat(interval=None))
     trial = _study.best_trial(handle.study)
     if trial is None:
         raise StudyError(f"study '{name}' has no complete trial yet; run it with `hpo study run {name}`")
+    confirmed = confirmed_choice(handle.study)
+    if confirmed:
+        trial = handle.study.trials[confirmed["trial"]]
     summary = _study.trial_summary(trial)
+    summary["source"] = "confirmed" if confirmed else "single run"
+    if confirmed:
+        summary["confirmed"] = {k: confirmed[k] for k in ("mean", "sd", "seeds", "top", "date")}
     if json_:
         print_json(summary)
         return
-    typer.echo(f"Best trial of '{name}': #{trial.number}, validation accuracy {fmt(trial.value)}")
+    if confirmed:
+        typer.echo(f"Confirmed best of '{name}': #{trial.number}, mean validation accuracy "
+                   f"{fmt(confirmed['mean'])} ± {fmt(confirmed['sd'])} over {confirmed['seeds']} seeds "
+                   f"(single run {fmt(trial.value)})")
+    else:
+        typer.echo(f"Best trial of '{name}': #{trial.number}, validation accuracy {fmt(trial.value)} "
+                   f"(a single run; `hpo study confirm {name}` re-checks the best over seeds)")
     for key, value in trial.params.items():
         typer.echo(f"  {key} = {fmt(value, 6)}")
+
+
+@app.command()
+@handles_errors
+def confirm(
+    name: NameArg,
+    top: Annotated[int, typer.Option("--top", "-k", callback=_positive,
+                                     help="How many best distinct configurations to re-check.")] = 5,
+    seeds: Annotated[int, typer.Option(callback=_positive, help="Training runs per configuration.")] = 5,
+    workers: Annotated[int, typer.Option(callback=_positive, help="Worker processes.")] = 1,
+    storage: StorageOption = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Retrain the best configurations with fresh seeds and rank them by mean validation accuracy."""
+    url = storage_url(storage)
+    handle = _study.open_study(name, url)
+    display = None if json_ else ProgressDisplay()
+    results = run_confirm(handle, top=top, seeds=seeds, workers=workers,
+                          data_dir=str(data_dir) if data_dir else None, on_progress=display)
+    if display:
+        display.close()
+    if json_:
+        print_json([r.as_dict() for r in results])
+        return
+    names = [p.name for p in handle.spec.search]
+    print_table(
+        ["rank", "trial", "original", "mean", "sd", "min", "max", "above mean", "diverged", *names],
+        [[i, r.trial, r.original, r.mean, r.sd, min(r.values, default=None), max(r.values, default=None),
+          r.gap, r.diverged, *[r.params.get(n) for n in names]] for i, r in enumerate(results, 1)])
+    typer.echo(f"Confirmed choice: trial {results[0].trial} (mean {fmt(results[0].mean)} over {seeds} seeds); "
+               "`hpo study best` and `evaluate` now use it.")
 
 
 @app.command()

@@ -1,0 +1,107 @@
+"""Several workers on one study: real processes, a real PostgreSQL server, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+
+from helpers import hpo, hpo_popen, postgres_or_fail, unique, write_spec
+
+pytestmark = [pytest.mark.slow]
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def _worker(tmp_path, tag, *args, **env):
+    """A worker with its own working directory and HOME, as on another machine."""
+    home = tmp_path / f"home-{tag}"
+    home.mkdir(exist_ok=True)
+    return hpo_popen(*args, cwd=home, HOME=str(home), **env)
+
+
+def _states(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgresql_reach_the_target_exactly(tmp_path):
+    url = postgres_or_fail()
+    name = unique("workers")
+    spec = write_spec(tmp_path, "w", trials=30, epochs=2, samples=300, random_trials=5)
+    assert hpo("study", "create", str(spec), "--name", name, "--storage", url).returncode == 0
+    try:
+        run = ("study", "run", name, "--trials", "30", "--quiet")
+        first = _worker(tmp_path, "a", *run, HPO_STORAGE=url)
+        second = _worker(tmp_path, "b", *run, HPO_STORAGE=url)
+        deadline = time.monotonic() + 120
+        while sum(t.state.name in FINISHED for t in _states(url, name)) < 5:
+            assert time.monotonic() < deadline, "workers made no progress"
+            time.sleep(0.2)
+        late = _worker(tmp_path, "c", *run, HPO_STORAGE=url)  # joins a study already under way
+        for process in (first, second, late):
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+        trials = _states(url, name)
+        assert sum(t.state.name in FINISHED for t in trials) == 30
+        assert len(trials) == 30  # no overshoot: nothing started beyond the target
+        assert len({t.number for t in trials}) == 30
+        assert not [t for t in trials if t.state.name == "RUNNING"]
+        assert len({tuple(sorted(t.params.items())) for t in trials}) == 30
+    finally:
+        hpo("study", "delete", name, "--yes", "--storage", url)
+
+
+@pytest.mark.postgres
+def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(tmp_path):
+    url = postgres_or_fail()
+    name = unique("killed")
+    spec = write_spec(tmp_path, "k", trials=8, epochs=40, samples=1200, random_trials=3)
+    assert hpo("study", "create", str(spec), "--name", name, "--storage", url).returncode == 0
+    beat = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3", "HPO_STORAGE": url}
+    try:
+        run = ("study", "run", name, "--trials", "8", "--quiet")
+        victim = _worker(tmp_path, "victim", *run, **beat)
+        survivor = _worker(tmp_path, "survivor", *run, **beat)
+        deadline = time.monotonic() + 120
+        while True:  # kill the victim while it runs a trial, after its first heartbeat
+            running = [t for t in _states(url, name) if t.state.name == "RUNNING"]
+            if len(running) == 2:
+                time.sleep(1.5)
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        before = {t.number: t for t in _states(url, name) if t.state.name in FINISHED}
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.communicate(timeout=30)
+        out, err = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, err
+
+        trials = {t.number: t for t in _states(url, name)}
+        dead = [t for t in trials.values() if t.state.name == "FAIL"]
+        assert len(dead) == 1 and "fail_reason" not in dead[0].user_attrs  # failed by heartbeat
+        retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == dead[0].number]
+        assert len(retries) == 1
+        assert retries[0].params == dead[0].params and retries[0].state.name in FINISHED
+        assert sum(t.state.name in FINISHED for t in trials.values()) == 8
+        assert not [t for t in trials.values() if t.state.name in ("RUNNING", "WAITING")]
+        for number, trial in before.items():  # nothing finished is lost
+            assert trials[number].state == trial.state and trials[number].value == trial.value
+    finally:
+        hpo("study", "delete", name, "--yes", "--storage", url)
+
+
+def test_workers_option_runs_local_processes_on_sqlite(tmp_path):
+    spec = write_spec(tmp_path, "local", trials=24, epochs=2, samples=300, random_trials=5)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert hpo("study", "create", str(spec), "--storage", url).returncode == 0
+    result = hpo("study", "run", "local", "--workers", "2", "--storage", url)
+    assert result.returncode == 0, result.stderr
+    assert "24/24 finished" in result.stdout
+    trials = _states(url, "local")
+    assert len(trials) == 24 and all(t.state.name in FINISHED for t in trials)
+    assert "locked" not in result.stderr
