@@ -41,6 +41,8 @@ def test_three_workers_on_postgresql_reach_the_target_exactly(tmp_path):
         deadline = time.monotonic() + 120
         while sum(t.state.name in FINISHED for t in _states(url, name)) < 5:
             assert time.monotonic() < deadline, "workers made no progress"
+            for process in (first, second):
+                assert process.poll() is None, process.communicate()[1]
             time.sleep(0.2)
         late = _worker(tmp_path, "c", *run, HPO_STORAGE=url)  # joins a study already under way
         for process in (first, second, late):
@@ -74,6 +76,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(
                 time.sleep(1.5)
                 break
             assert time.monotonic() < deadline
+            assert victim.poll() is None and survivor.poll() is None
             time.sleep(0.1)
         before = {t.number: t for t in _states(url, name) if t.state.name in FINISHED}
         os.kill(victim.pid, signal.SIGKILL)
