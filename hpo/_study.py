@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
+from threadpoolctl import threadpool_limits
 
 from hpo import __version__
 from hpo._errors import Interrupted, StorageError, StudyError
@@ -136,6 +137,14 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
     # A queue-only study (confirmation runs) runs the trials enqueued in it and nothing else.
     queue_only = bool(study.user_attrs.get(QUEUE_ONLY_ATTR))
     objective = Objective(handle.spec, data_dir)
+    # One worker is one core: the nets are small, and BLAS threads only fight each other
+    # (and other workers) for the cores. More cores: more workers.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_seconds)
+
+
+def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_seconds) -> RunResult:
+    study = handle.study
     started = time.monotonic()
     ran = 0
     while True:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from hpo import __version__
-from hpo.cli import _data, _storage, _study
+from hpo.cli import _data, _experiment, _storage, _study
+from hpo.cli import _analysis  # noqa: F401
 
 app = typer.Typer(
     name="hpo",
@@ -17,6 +18,7 @@ app = typer.Typer(
 app.add_typer(_study.app, name="study")
 app.add_typer(_data.app, name="data")
 app.add_typer(_storage.app, name="storage")
+app.add_typer(_experiment.app, name="experiment")
 
 
 def _version(value: bool) -> None:
