@@ -108,8 +108,9 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
                     runs.study.enqueue_trial(trial.params, user_attrs={
                         "confirms_trial": trial.number, "repeat": repeat,
                         "seed": trial_seed(handle.spec.seed, trial.number, SEED_STREAM + repeat)})
-    target = len(runs.finished()) + sum(
-        (t.number, r) not in have for t in candidates for r in range(seeds))
+    finished = runs.finished()
+    done = {(t.user_attrs.get("confirms_trial"), t.user_attrs.get("repeat")) for t in finished}
+    target = len(finished) + sum((t.number, r) not in done for t in candidates for r in range(seeds))
     if workers > 1:
         from hpo._workers import run_workers
 
