@@ -108,3 +108,52 @@ def test_workers_option_runs_local_processes_on_sqlite(tmp_path):
     trials = _states(url, "local")
     assert len(trials) == 24 and all(t.state.name in FINISHED for t in trials)
     assert "locked" not in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_four_local_workers_on_sqlite_while_the_dashboard_polls(tmp_path):
+    """200 short trials by 4 workers on one SQLite file, the dashboard reading it all along."""
+    import json
+    import urllib.request
+
+    spec = write_spec(tmp_path, "busy", trials=200, epochs=1, samples=200, random_trials=10)
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    assert hpo("study", "create", str(spec), "--storage", url).returncode == 0
+    port = _free_port()
+    board = hpo_popen("dashboard", "--storage", url, "--port", str(port))
+    polls, errors = 0, []
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for the dashboard to answer
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and board.poll() is None, board.communicate()[1]
+                time.sleep(0.2)
+        workers = hpo_popen("study", "run", "busy", "--workers", "4", "--storage", url)
+        while workers.poll() is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=30).read()
+                json.loads(body)
+                polls += 1
+            except OSError as exc:
+                errors.append(str(exc))
+            time.sleep(0.2)
+        out, err = workers.communicate()
+        assert workers.returncode == 0, err
+    finally:
+        board.terminate()
+        board.communicate(timeout=30)
+    assert "locked" not in err.lower() and "locked" not in out.lower()
+    assert "200/200 finished" in out
+    assert polls >= 5 and not errors
+    trials = _states(url, "busy")
+    assert len(trials) == 200 and all(t.state.name in FINISHED for t in trials)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from hpo import __version__
-from hpo.cli import _data, _experiment, _storage, _study
-from hpo.cli import _analysis  # noqa: F401
+from hpo.cli import _analysis, _transfer  # noqa: F401  (they add commands to `hpo study`)
+from hpo.cli import _dashboard, _data, _experiment, _storage, _study
 
 app = typer.Typer(
     name="hpo",
@@ -19,6 +19,7 @@ app.add_typer(_study.app, name="study")
 app.add_typer(_data.app, name="data")
 app.add_typer(_storage.app, name="storage")
 app.add_typer(_experiment.app, name="experiment")
+_dashboard.register(app)
 
 
 def _version(value: bool) -> None:
