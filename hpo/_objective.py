@@ -5,6 +5,8 @@ The test split is never loaded here: this module only asks the trainer for the t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ import optuna
 import trainer
 from hpo._sampler import trial_seed
 from hpo._space import suggest
+from hpo._storage import record_trial
 from hpo._spec import StudySpec
 
 
@@ -79,6 +82,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.spec.search)
         runs = [(fold, repeat) for fold in range(len(self.folds)) for repeat in range(self.spec.objective.repeats)]
+        # Without a pruner nothing reads the per-epoch values while the trial runs, so they are
+        # stored with the trial's attributes in one transaction at its end.
+        live = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        intermediate: dict[int, float] = {}
+        attrs: dict[str, Any] = {}
         values: list[float] = []
         seconds = 0.0
         for index, (fold, repeat) in enumerate(runs):
@@ -86,27 +94,37 @@ class Objective:
             if index == 0 and "seed" in trial.user_attrs:  # a confirmation run brings its own seed
                 seed = int(trial.user_attrs["seed"])
             # Only the first run reports per epoch, so the pruner judges one comparable curve.
-            history = self._train(trial, params, seed, self.folds[fold], report=index == 0)
+            if index > 0:
+                report = None
+            elif live:
+                report = functools.partial(self._report, trial)
+            else:
+                report = intermediate.__setitem__  # returns None: never stops training
+            history = self._train(params, seed, self.folds[fold], report)
             seconds += sum(e.seconds for e in history.epochs)
             if index == 0:
-                trial.set_user_attr("curves", history.as_dict())
-                trial.set_user_attr("epochs", len(history.epochs))
-                trial.set_user_attr("seed", seed)
+                attrs.update(curves=history.as_dict(), epochs=len(history.epochs), seed=seed)
             if history.outcome != "completed":
-                trial.set_user_attr("seconds", round(seconds, 3))
-                trial.set_user_attr("outcome", history.outcome)
-                trial.set_user_attr("reason", history.reason)
+                attrs.update(seconds=round(seconds, 3), outcome=history.outcome, reason=history.reason)
                 if history.outcome == "diverged":
-                    trial.set_user_attr("diverged_epoch", history.stop_epoch)
+                    attrs["diverged_epoch"] = history.stop_epoch
+                record_trial(trial, intermediate, attrs)
                 raise optuna.TrialPruned(history.reason)
             values.append(float(history.epochs[-1].val_accuracy))
-        trial.set_user_attr("seconds", round(seconds, 3))
-        trial.set_user_attr("outcome", "completed")
+        attrs.update(seconds=round(seconds, 3), outcome="completed")
         if len(runs) > 1:
-            trial.set_user_attr("runs", [round(v, 6) for v in values])
-            trial.set_user_attr("repeats", self.spec.objective.repeats)
-            trial.set_user_attr("folds", self.spec.objective.folds)
+            attrs.update(runs=[round(v, 6) for v in values], repeats=self.spec.objective.repeats,
+                         folds=self.spec.objective.folds)
+        record_trial(trial, intermediate, attrs)
         return float(np.mean(values))
+
+    @staticmethod
+    def _report(trial: optuna.Trial, epoch: int, value: float) -> str | None:
+        trial.report(value, epoch)
+        if trial.should_prune():
+            pruner = type(trial.study.pruner).__name__.replace("Pruner", "").lower()
+            return f"pruned by the {pruner} pruner at epoch {epoch}"
+        return None
 
     def config(self, params: dict[str, Any], seed: int) -> trainer.TrainConfig:
         fold = self.folds[0]
@@ -114,17 +132,11 @@ class Objective:
             params, seed=seed, input_size=fold.train.x.shape[1],
             output_size=int(max(fold.train.y.max(), fold.validation.y.max())) + 1)
 
-    def _train(self, trial: optuna.Trial, params: dict[str, Any], seed: int, fold: Fold,
-               report: bool) -> trainer.History:
+    def _train(self, params: dict[str, Any], seed: int, fold: Fold,
+               report: Callable[[int, float], str | None] | None) -> trainer.History:
         config = self.config(params, seed)
-        pruner = type(trial.study.pruner).__name__.replace("Pruner", "").lower()
 
         def on_epoch(metrics: trainer.EpochMetrics, network: Any) -> str | None:
-            if not report:
-                return None
-            trial.report(metrics.val_accuracy, metrics.epoch)
-            if trial.should_prune():
-                return f"pruned by the {pruner} pruner at epoch {metrics.epoch}"
-            return None
+            return report(metrics.epoch, metrics.val_accuracy) if report else None
 
         return trainer.fit(config, fold.train, fold.validation, callback=on_epoch).history

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -264,3 +265,43 @@ def describe_url(url: str) -> URL | None:
         return None if url.startswith("journal:") else make_url(url)
     except (ArgumentError, ValueError):
         return None
+
+
+# --- Writing a finished trial's records in one transaction ----------------------------------
+# Optuna commits every report() and set_user_attr() on its own: for a 50-epoch trial of the
+# seed's study that is 50+ commits, more time than the training itself. When the pruner does
+# not need the values while the trial runs, they are written at its end in one transaction,
+# into Optuna's own tables, exactly as Optuna would write them one by one.
+
+
+def record_trial(trial: optuna.Trial, intermediate: dict[int, float], attrs: dict) -> None:
+    """Store a running trial's intermediate values and user attributes at once."""
+    storage = trial.study._storage
+    backend = getattr(storage, "_backend", storage)  # under Optuna's cache
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        for step, value in intermediate.items():
+            trial.report(value, step)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+
+    values = models.TrialIntermediateValueModel
+    user = models.TrialUserAttributeModel
+    trial_id = trial._trial_id
+    with backend.engine.begin() as connection:
+        if intermediate:
+            connection.execute(sqlalchemy.delete(values).where(
+                values.trial_id == trial_id, values.step.in_(list(intermediate))))
+            rows = []
+            for step, value in intermediate.items():
+                stored, kind = values.intermediate_value_to_stored_repr(float(value))
+                rows.append({"trial_id": trial_id, "step": int(step), "intermediate_value": stored,
+                             "intermediate_value_type": kind})
+            connection.execute(sqlalchemy.insert(values), rows)
+        if attrs:
+            connection.execute(sqlalchemy.delete(user).where(
+                user.trial_id == trial_id, user.key.in_(list(attrs))))
+            connection.execute(sqlalchemy.insert(user), [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in attrs.items()])

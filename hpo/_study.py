@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -150,19 +152,26 @@ def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_
     while True:
         if timeout is not None and time.monotonic() - started >= timeout:
             break
-        with study_lock(handle.url, handle.name):
+        trial = None
+        with HeldInterrupt() as held, study_lock(handle.url, handle.name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 optuna.storages.fail_stale_trials(study)
             counts = count_states(study)
             finished = counts["COMPLETE"] + counts["PRUNED"]
-            if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
-                break
-            trial = None
-            if counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only):
+            done = finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"])
+            if not done and (counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only)):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # heartbeat outside optimize() is intended
                     trial = study.ask()
+        if held.received:
+            if trial is not None:
+                _fail(study, trial, "interrupted by the user (Ctrl-C)")
+                raise Interrupted(_interrupted(study, trial))
+            raise Interrupted(f"interrupted between trials, nothing lost; "
+                              f"`hpo study run {study.study_name}` continues the study")
+        if done:
+            break
         if trial is None:
             if on_progress:
                 on_progress(_progress(study, finished, target, ran, None, started, counts["RUNNING"]))
@@ -187,19 +196,50 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
         except optuna.TrialPruned:
             return study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
-            study.tell(trial, state=TrialState.FAIL)
-            raise Interrupted(
-                f"interrupted: trial {trial.number} was recorded as failed; "
-                f"`hpo study run {study.study_name}` continues the study") from None
+            _fail(study, trial, "interrupted by the user (Ctrl-C)")
+            raise Interrupted(_interrupted(study, trial)) from None
         except (StorageError, StudyError):
             raise
         except Exception as exc:  # a real error: keep the reason on the trial, stop the run
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
+            _fail(study, trial, reason)
             raise StudyError(f"trial {trial.number} failed: {reason}") from exc
-    return study.tell(trial, value)
+    with HeldInterrupt() as held:
+        frozen = study.tell(trial, value)
+    if held.received:
+        raise Interrupted(f"interrupted after trial {trial.number} finished, nothing lost; "
+                          f"`hpo study run {study.study_name}` continues the study")
+    return frozen
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    with HeldInterrupt():
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def _interrupted(study: optuna.Study, trial: optuna.Trial) -> str:
+    return (f"interrupted: trial {trial.number} was recorded as failed; "
+            f"`hpo study run {study.study_name}` continues the study")
+
+
+class HeldInterrupt:
+    """Holds Ctrl-C back while the storage is written, so no trial is left half-started or
+    half-told; `received` says whether it came. (Only the main thread receives signals.)"""
+
+    def __enter__(self) -> "HeldInterrupt":
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.received = True
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _progress(study, done, target, ran, last, started, waiting_for=0) -> Progress:

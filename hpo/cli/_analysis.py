@@ -1,0 +1,208 @@
+"""`hpo study narrow | plot | evaluate | report`: what to search next, the figures, the one final test."""
+
+from __future__ import annotations
+
+import enum
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpo import _study
+from hpo._errors import StudyError
+from hpo._evaluate import DEFAULT_SEEDS, check_first, choose
+from hpo._evaluate import evaluate as run_evaluate
+from hpo._narrow import DEFAULT_MARGIN, Narrowing, create_child, describe, narrow_study, warm_start_trials
+from hpo._plots import KINDS, file_stem, render_all
+from hpo._report import write as write_report
+from hpo._storage import Heartbeat, mask_url
+from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
+from hpo.cli._study import NameArg, _positive, app
+
+Kind = enum.Enum("Kind", {k: k for k in (*KINDS, "all")}, type=str)  # type: ignore[misc]
+
+
+def _quantile(value: float | None) -> float | None:
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], the share of complete trials to keep; got {value}")
+    return value
+
+
+def _margin(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise typer.BadParameter(f"must be in [0, 1], a fraction of each range's span; got {value}")
+    return value
+
+
+def _top(value: int | None) -> int | None:
+    if value is not None and value < 2:
+        raise typer.BadParameter(f"must be a whole number >= 2 (a range needs two trials); got {value}")
+    return value
+
+
+@app.command()
+@handles_errors
+def narrow(
+    name: NameArg,
+    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
+                                            help="Narrow to the best K complete trials.")] = None,
+    quantile: Annotated[float | None, typer.Option(
+        callback=_quantile, help="Or to the best share of them, in (0, 1]. Default: 0.2.")] = None,
+    margin: Annotated[float, typer.Option(
+        callback=_margin, help="Widen each range by this fraction of its span (log10 for log parameters).")
+    ] = DEFAULT_MARGIN,
+    into: Annotated[str | None, typer.Option(
+        "--into", help="Create a child study CHILD searching the new ranges, warm-started with the "
+        "parent's trials inside them.")] = None,
+    trials: Annotated[int | None, typer.Option(
+        callback=_positive, help="With --into: new trials for the child beyond its warm start "
+        "(default: the parent's [study] trials).")] = None,
+    widen: Annotated[bool, typer.Option(
+        "--widen", help="Where the best trials crowd an edge of the old range, search past it "
+        "(a decade for log parameters, one span for linear ones) instead of narrowing that side.")] = False,
+    storage: StorageOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Narrow the search ranges to where the best trials lie (and start a child study there)."""
+    if quantile is not None and top is not None:
+        raise typer.BadParameter("give --top or --quantile, not both", param_hint="--quantile")
+    if trials is not None and into is None:
+        raise typer.BadParameter("--trials sets the child's trials; add --into CHILD", param_hint="--trials")
+    url = storage_url(storage)
+    handle = _study.open_study(name, url, Heartbeat(interval=None))
+    narrowing = narrow_study(handle, top=top, quantile=quantile, margin=margin)
+    if widen and not narrowing.can_widen:
+        typer.echo("Note: no parameter crowds an edge of its range; --widen changes nothing.", err=True)
+        widen = False
+    child = create_child(handle, narrowing, into, trials=trials, widen=widen) if into else None
+    warm = child.warm_start if child else len(warm_start_trials(handle, narrowing, widen))
+    if json_:
+        print_json({"study": name, "rule": narrowing.rule, "best_trials": list(narrowing.best),
+                    "ranges": narrowing.ranges(widen), "warm_start": warm,
+                    "child": child.handle.name if child else None,
+                    "target": child.handle.spec.trials if child else None})
+        return
+    _print_narrowing(handle, narrowing, widen)
+    if child:
+        typer.echo(f"\nCreated study '{child.handle.name}' in {mask_url(url)}: the new ranges, warm-started with "
+                   f"{child.warm_start} of the parent's finished trials inside them; target "
+                   f"{child.handle.spec.trials} ({child.warm_start} + {child.new_trials} new).")
+        typer.echo(f"Run it with: hpo study run {child.handle.name}")
+    else:
+        typer.echo(f"\n{warm} of the parent's finished trials lie inside the new ranges. "
+                   f"Search them with: hpo study narrow {name}{_flags(top, quantile, margin)}"
+                   f"{' --widen' if widen else ''} --into {name}-narrow")
+
+
+def _flags(top: int | None, quantile: float | None, margin: float) -> str:
+    text = f" --top {top}" if top else (f" --quantile {quantile:g}" if quantile else "")
+    return text + (f" --margin {margin:g}" if margin != DEFAULT_MARGIN else "")
+
+
+def _print_narrowing(handle: _study.StudyHandle, narrowing: Narrowing, widen: bool) -> None:
+    typer.echo(f"Narrowing '{handle.name}': {narrowing.rule}")
+    rows = []
+    for p in narrowing.params:
+        new = p.target(widen)
+        where = _where(p)
+        edge = "/".join(f"{'upper' if s == 'high' else 'lower'} edge" for s in p.crowded) or "-"
+        rows.append([p.name, describe(p.old), describe(new), where, edge])
+    print_table(["parameter", "old", "new", f"where the best {len(narrowing.best)} fell", "crowded"], rows)
+    for p in narrowing.crowded:
+        for side in p.crowded:
+            edge = getattr(p.old, side)
+            extreme = max(p.values) if side == "high" else min(p.values)
+            typer.echo(f"\n{p.name}: the best trials crowd the {'upper' if side == 'high' else 'lower'} edge of "
+                       f"the old range ({fmt(extreme)} against {fmt(edge)}); the optimum may lie beyond it.")
+        if p.widened is None:
+            typer.echo(f"  No wider {p.name} is valid for the trainer, so that side stays at the edge.")
+    if narrowing.can_widen and not widen:
+        wider = ", ".join(f"{p.name} {describe(p.widened)}" for p in narrowing.params if p.widened is not None)
+        flags = _flags(narrowing.top, narrowing.quantile, narrowing.margin)
+        typer.echo(f"  Widen instead ({wider}):\n"
+                   f"  hpo study narrow {handle.name}{flags} --widen --into {handle.name}-wide")
+
+
+def _where(p) -> str:
+    """How many best trials fell in each part of the old range: `0 · 0 · 1 · 5 per decade`."""
+    if p.old.kind == "categorical" or all(low == high for low, high, _ in p.bins):
+        return " · ".join(f"{low} {count}" for low, _, count in p.bins)
+    decades = p.old.log and len(p.bins) == round(math.log10(p.old.high / p.old.low))
+    return " · ".join(str(count) for _, _, count in p.bins) + (" per decade" if decades else " per fifth")
+
+
+@app.command()
+@handles_errors
+def plot(
+    name: NameArg,
+    kind: Annotated[Kind, typer.Option(help="Which figure; `all` writes every one that applies.")] = Kind.all,
+    out: Annotated[Path | None, typer.Option(help="Folder for the PNG files. Default: figures/NAME.")] = None,
+    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
+                                            help="Best K for the ranges and curves figures.")] = None,
+    dpi: Annotated[int, typer.Option(callback=_positive, help="Resolution of the PNG files.")] = 90,
+    storage: StorageOption = None,
+) -> None:
+    """Draw the study's figures as PNG files (ranges, curves, history, importance, optimizers, …)."""
+    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    folder = out or Path("figures") / file_stem(name)
+    kinds = KINDS if kind.value == "all" else (kind.value,)
+    rendered = render_all(handle.study, folder, kinds, top=top, dpi=dpi)
+    if not any(done.path for done in rendered):
+        raise StudyError(f"no figure applies to study '{name}' yet: {rendered[0].skipped}")
+    for done in rendered:
+        if done.path:
+            typer.echo(f"{done.kind}: {done.path}")
+        else:
+            typer.echo(f"{done.kind}: skipped ({done.skipped})")
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    name: NameArg,
+    seeds: Annotated[int, typer.Option(callback=_positive, help="Training runs with different seeds.")] = DEFAULT_SEEDS,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Evaluate again although the study was evaluated before (recorded as forced).")] = False,
+    storage: StorageOption = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """The final test, once: retrain the best configuration on train + validation, score it on the test split."""
+    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    check_first(handle, force)
+    choice = choose(handle)
+    if not json_:
+        typer.echo(f"Evaluating {choice.detail}.")
+        typer.echo(f"Retraining on train + validation with {seeds} seed(s), then one look at the test split …")
+
+    def progress(index: int, run: dict) -> None:
+        if not json_:
+            typer.echo(f"  seed {index + 1}/{seeds} ({run['seed']}): test accuracy {fmt(run['accuracy'])}"
+                       + (f" ({run['outcome']})" if run["outcome"] != "completed" else ""))
+
+    result = run_evaluate(handle, seeds=seeds, force=force, data_dir=str(data_dir) if data_dir else None,
+                          on_seed=progress)
+    if json_:
+        print_json(result)
+        return
+    forced = " (forced: the study was evaluated before; earlier results are kept)" if result["forced"] else ""
+    typer.echo(f"Test accuracy of '{name}': {fmt(result['mean'])} ± {fmt(result['std'])} over {seeds} seed(s) "
+               f"(trial {result['trial']}, {result['source']}; validation {fmt(result['validation'])}; "
+               f"{result['n_train']} training and {result['n_test']} test samples){forced}.")
+
+
+@app.command()
+@handles_errors
+def report(
+    name: NameArg,
+    out: Annotated[Path | None, typer.Option(help="The HTML file. Default: NAME-report.html.")] = None,
+    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
+                                            help="Best K for the narrowing and the figures.")] = None,
+    storage: StorageOption = None,
+) -> None:
+    """One self-contained HTML page: spec, lineage, best trials, narrowed ranges, figures, test result."""
+    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    path = out or Path(f"{file_stem(name)}-report.html")
+    size = write_report(handle, path, top=top)
+    typer.echo(f"Wrote {path} ({size / 1024:.0f} KB).")

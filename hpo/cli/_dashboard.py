@@ -1,0 +1,104 @@
+"""`hpo dashboard`: optuna-dashboard on a study storage, served until Ctrl-C or SIGTERM.
+
+The root app mounts it with `register(app)`.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import signal
+import socket
+import socketserver
+from typing import Annotated
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna_dashboard
+import typer
+
+from hpo._errors import HpoError
+from hpo._storage import Heartbeat, mask_url, open_storage
+from hpo.cli._common import StorageOption, handles_errors, storage_url
+
+
+class DashboardError(HpoError):
+    """The dashboard cannot serve: the address is taken or cannot be bound."""
+
+
+class _Stop(Exception):
+    """SIGTERM asks the server to stop, as Ctrl-C does."""
+
+
+@handles_errors
+def dashboard(
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on. The dashboard has no login and can edit studies, so the "
+        "default is this machine only; use 0.0.0.0 to share it on a trusted network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the storage: studies, trials, params, curves and attributes."""
+    url = storage_url(storage)
+    # A reader: no heartbeats, it never runs trials.
+    app = optuna_dashboard.wsgi(open_storage(url, Heartbeat(interval=None)))
+    server = _bind(host, port, app)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"Dashboard of {mask_url(url)} on http://{shown}:{port}/dashboard/ (Ctrl-C to stop)")
+    if not _is_loopback(host):
+        typer.echo(f"Warning: {host} is reachable from other machines, and the dashboard has no login.",
+                   err=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+    typer.echo("Dashboard stopped.")
+
+
+def register(root: typer.Typer) -> None:
+    """Mount `hpo dashboard` on the root app."""
+    root.command("dashboard")(dashboard)
+
+
+class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a browser's open request never holds up stopping
+
+
+class _ThreadedServer6(_ThreadedServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass  # one line per request would bury the address line
+
+
+def _bind(host: str, port: int, app) -> WSGIServer:
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
+    try:
+        return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = ("another program uses that port; pick another with --port" if _in_use(exc)
+                else "check --host (an address or name of this machine, e.g. 127.0.0.1)")
+        raise DashboardError(f"cannot serve on {host}:{port}: {reason}; {hint}") from None
+
+
+def _in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Stop

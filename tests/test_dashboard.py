@@ -1,0 +1,231 @@
+"""`hpo dashboard`: optuna-dashboard on our storages, checked through its API and in a real browser.
+
+The server runs as a real subprocess (`python -m hpo dashboard`) and is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from helpers import REPO, cli_env, postgres_or_fail, unique
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("HPO_CHROMIUM", "/usr/bin/chromium")
+SPEC = {"study": {"name": "dash", "trials": 3}, "data": {"dataset": "digits"},
+        "search": {"lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True}}}
+
+
+def run_hpo(*args: str) -> list[str]:
+    """The command line of `hpo ARGS`; through a shim that mounts the dashboard until the root app does."""
+    if "dashboard" in (REPO / "hpo" / "cli" / "__init__.py").read_text():
+        return [sys.executable, "-m", "hpo", *args]
+    shim = ("import sys; from hpo.cli import app; from hpo.cli._dashboard import register; "
+            "register(app); sys.argv[0] = 'hpo'; app()")
+    return [sys.executable, "-c", shim, *args]
+
+
+def env() -> dict[str, str]:
+    return cli_env(PYTHONPATH=str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_study(url: str, name: str = "dash") -> None:
+    """Three trials shaped like ours: params, a per-epoch curve, phase, curves and a reason."""
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    study.set_user_attr("spec", SPEC)
+    study.set_user_attr("objective", "final-epoch validation accuracy (maximized)")
+    space = {"learning_rate": FloatDistribution(1e-3, 0.5, log=True),
+             "optimizer": CategoricalDistribution(["sgd", "adam"])}
+    for n, (state, value) in enumerate([("COMPLETE", 0.91), ("PRUNED", None), ("COMPLETE", 0.87)]):
+        curve = [0.5 + 0.1 * e + 0.01 * n for e in range(3)]
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=value,
+            params={"learning_rate": 0.01 * (n + 1), "optimizer": ["sgd", "adam"][n % 2]},
+            distributions=space, intermediate_values=dict(enumerate(curve)),
+            user_attrs={"phase": "random", "curves": {"val_accuracy": curve},
+                        **({"reason": "pruned at epoch 2 by the median rule"} if value is None else {})}))
+
+
+@contextlib.contextmanager
+def serving(url: str) -> Iterator[str]:
+    """Start the dashboard on a free port; yield its base URL; stop it with SIGTERM and check it stopped."""
+    port = free_port()
+    process = subprocess.Popen(run_hpo("dashboard", "--storage", url, "--port", str(port)), env=env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, process)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert out.splitlines()[0].startswith("Dashboard of ")
+    assert f"on http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)" in out.splitlines()[0]
+    assert out.splitlines()[-1] == "Dashboard stopped."
+    assert err == ""
+
+
+def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the dashboard exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"{base}/api/meta", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    pytest.fail(f"the dashboard did not answer at {base} within {timeout} s")
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage(request, tmp_path) -> Iterator[tuple[str, str]]:
+    """A storage URL of each kind holding one small study, and that study's name."""
+    if request.param == "sqlite":
+        url, name = f"sqlite:///{tmp_path / 'dash.db'}", "dash"
+    elif request.param == "journal":
+        url, name = f"journal:{tmp_path / 'dash.log'}", "dash"
+    else:
+        url, name = postgres_or_fail(), unique("dash")
+    from hpo import Heartbeat, open_storage
+
+    make_study(open_storage(url, Heartbeat(interval=None)) if request.param == "journal" else url, name)
+    yield url, name
+    if request.param == "postgres":
+        optuna.delete_study(study_name=name, storage=url)
+
+
+def attrs(serialized: list[dict]) -> dict[str, str]:
+    return {a["key"]: a["value"] for a in serialized}
+
+
+def test_the_dashboard_api_shows_our_trials_and_the_spec(storage):
+    url, name = storage
+    with serving(url) as base:
+        studies = {s["study_name"]: s for s in get_json(f"{base}/api/studies")["study_summaries"]}
+        assert json.loads(attrs(studies[name]["user_attrs"])["spec"]) == SPEC
+        detail = get_json(f"{base}/api/studies/{studies[name]['study_id']}")
+    trials = detail["trials"]
+    assert [t["state"] for t in trials] == ["Complete", "Pruned", "Complete"]
+    assert [p["name"] for p in trials[0]["params"]] == ["learning_rate", "optimizer"]
+    assert [v["step"] for v in trials[1]["intermediate_values"]] == [0, 1, 2]
+    assert set(attrs(trials[1]["user_attrs"])) == {"phase", "curves", "reason"}
+    assert json.loads(attrs(trials[0]["user_attrs"])["curves"]) == {"val_accuracy": [0.5, 0.6, 0.7]}
+    assert attrs(detail["user_attrs"])["objective"] == "final-epoch validation accuracy (maximized)"
+
+
+def test_a_busy_port_is_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    make_study(url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(run_hpo("dashboard", "--storage", url, "--port", str(port)), env=env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: cannot serve on 127.0.0.1:{port}: Address already in use; "
+                             "another program uses that port; pick another with --port\n")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--storage", "nonsense"], 1, "Error: storage URL 'nonsense' is not a valid URL; use sqlite:///path/to/file.db, "
+                                   "postgresql+psycopg://user@host/db or journal:PATH\n"),
+    (["--storage", "postgresql+psycopg://alice:s3cret@127.0.0.1:1/db"], 1,
+     "Error: cannot open storage postgresql+psycopg://alice:***@127.0.0.1:1/db: "),
+    (["--storage", "sqlite:///{tmp}/d.db", "--host", "no-such-host.invalid"], 1,
+     "Error: cannot serve on no-such-host.invalid:8080: "),
+    (["--storage", "sqlite:///{tmp}/d.db", "--port", "70000"], 2, "Invalid value for '--port'"),
+])
+def test_bad_storage_host_or_port_is_one_line(tmp_path, args, code, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = subprocess.run(run_hpo("dashboard", *args), env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    assert "s3cret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if code == 1:
+        assert result.stderr.startswith(message)
+        assert len(result.stderr.splitlines()) == 1
+    else:
+        assert message in result.stderr
+
+
+def chromium() -> str:
+    if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"chromium is missing at {CHROMIUM} in CI")
+        pytest.skip(f"chromium is missing at {CHROMIUM}")
+    return CHROMIUM
+
+
+def browse(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=10000", *extra, url],
+        capture_output=True, text=True, timeout=120)
+
+
+def visible_text(html: str) -> str:
+    """The page's text, one element's text a line, without styles and scripts."""
+    html = re.sub(r"<(style|script)\b.*?</\1>", "", html, flags=re.S)
+    return "\n".join(line.strip() for line in re.sub(r"<[^>]+>", "\n", html).splitlines() if line.strip())
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_study_pages_render_in_chromium(tmp_path):
+    chromium()
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    make_study(url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard-study.png"
+    screenshot.unlink(missing_ok=True)
+    with serving(url) as base:
+        study_page = browse(f"{base}/dashboard/studies/1", tmp_path / "p1", "--dump-dom")
+        trials_page = browse(f"{base}/dashboard/studies/1/trials", tmp_path / "p2", "--dump-dom")
+        shot = browse(f"{base}/dashboard/studies/1", tmp_path / "p3", f"--screenshot={screenshot}",
+                      "--window-size=1400,1000")
+    for page in (study_page, trials_page, shot):
+        assert page.returncode == 0, page.stderr[-2000:]
+    study = visible_text(study_page.stdout)
+    (ARTIFACTS / "dashboard-study.txt").write_text(study)
+    assert "dash (id=1)" in study.splitlines()  # the study name
+    assert "learning_rate" in study.splitlines()  # a parameter name (hyperparameter importance)
+    assert "Study User Attributes" in study and '"dataset": "digits"' in study  # the spec
+    # The study page draws the count only as plot points; the trial list states it.
+    trials = visible_text(trials_page.stdout)
+    (ARTIFACTS / "dashboard-trials.txt").write_text(trials)
+    assert "3 Trials" in trials.splitlines()
+    assert "learning_rate 0.01" in trials.splitlines()
+    assert "phase random" in trials.splitlines()  # our user attributes
+    assert screenshot.stat().st_size > 10_000

@@ -1,0 +1,249 @@
+"""Figures: every kind drawn from a real small study, checked as PNG files and by their panels."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from hpo import _study
+from hpo._confirm import confirm
+from hpo._errors import StudyError
+from hpo._plots import KINDS, panels, plot_curves, plot_ranges, render, render_all, save
+from hpo._space import distributions
+from hpo._spec import load_spec, parse_spec
+from hpo.cli import app
+from helpers import DATA_DIR, REPO, write_spec
+
+PRUNER = """
+[pruner]
+kind = "median"
+startup_trials = 3
+warmup_epochs = 1
+"""
+
+
+def check_png(path, fig, dpi=90):
+    """A real PNG of the figure's size in pixels, with something drawn on it."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)  # (height, width, channels) in [0, 1]
+    width, height = fig.get_size_inches() * dpi
+    assert abs(image.shape[0] - height) <= 1 and abs(image.shape[1] - width) <= 1
+    ink = (image[..., :3] < 0.9).any(axis=2).mean()  # share of pixels that are not near-white
+    assert 0.02 < ink < 0.6, f"{path.name}: {ink:.3f} of the pixels are drawn"
+    assert path.stat().st_size < 300_000
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A tiny digits study really run (16 trials, median pruner) and confirmed."""
+    folder = tmp_path_factory.mktemp("plots")
+    spec = load_spec(write_spec(folder, "tiny", trials=16, epochs=4, samples=400, random_trials=6, extra=PRUNER))
+    handle = _study.create(spec, f"sqlite:///{folder / 'plots.db'}")
+    _study.run(handle, target=16, data_dir=str(DATA_DIR))
+    confirm(handle, top=3, seeds=2, data_dir=str(DATA_DIR))
+    return handle.study, folder
+
+
+@pytest.mark.slow
+def test_plot_all_renders_every_kind_from_a_real_study(real, tmp_path):
+    study, folder = real
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
+    assert complete and pruned  # the figures below show both
+    url = f"sqlite:///{folder / 'plots.db'}"
+    result = CliRunner().invoke(app, ["study", "plot", "tiny", "--kind", "all", "--out", str(tmp_path),
+                                      "--storage", url], env={"HPO_STORAGE": ""})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{kind}: {tmp_path / (kind + '.png')}" for kind in KINDS]
+    expected = {
+        "ranges": ["pair:lr,weight_decay", "summary", "strip:lr", "strip:weight_decay", "strip:optimizer"],
+        "curves": [f"curve:{k}" for k in range(1, len(complete) + 1)],
+        "history": ["history"],
+        "importance": ["importance"],
+        "optimizers": ["optimizers"],
+        "intermediate": ["intermediate"],
+        "confirm": ["confirm"],
+    }
+    for kind in KINDS:
+        fig = render(study, kind)  # the figure the command saved, drawn again to count its panels
+        assert panels(fig) == expected[kind], kind
+        check_png(tmp_path / f"{kind}.png", fig)
+    ranges = render(study, "ranges")
+    assert sum(ax.get_label() == "<colorbar>" for ax in ranges.axes) == 1
+    top = CliRunner().invoke(app, ["study", "plot", "tiny", "--kind", "curves", "--top", "4", "--out", str(tmp_path),
+                                   "--storage", url], env={"HPO_STORAGE": ""})
+    assert top.exit_code == 0 and top.stdout == f"curves: {tmp_path / 'curves.png'}\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Made-up studies: fast, and the cases a real tiny study does not reach
+
+
+def made_up(spec_path, n=24, confirmed=False, name=None):
+    """An in-memory study with hpo's spec attribute and n trials: better as lr grows, some pruned."""
+    spec = load_spec(spec_path)
+    study = optuna.create_study(direction="maximize", study_name=name or spec.name)
+    study.set_user_attr("spec", spec.to_dict())
+    dists = distributions(spec.search)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        params = {}
+        for p in spec.search:
+            if p.kind == "categorical":
+                params[p.name] = p.choices[i % len(p.choices)]
+            elif p.log:
+                params[p.name] = float(10 ** rng.uniform(math.log10(p.low), math.log10(p.high)))
+            else:
+                params[p.name] = float(rng.uniform(p.low, p.high))
+        lr = params.get("lr", 1e-3)
+        value = round(float(np.clip(0.9 + 0.12 * math.log10(lr / spec.param("lr").high) + rng.normal(0, 0.02),
+                                    0.05, 0.99)), 3)
+        state = TrialState.PRUNED if i % 7 == 3 else TrialState.COMPLETE
+        curve = [value * (1 - math.exp(-(e + 1) / 3)) for e in range(5)]
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value if state == TrialState.COMPLETE else curve[1], params=params, distributions=dists,
+            intermediate_values={e + 1: v for e, v in enumerate(curve[: 5 if state == TrialState.COMPLETE else 2])},
+            user_attrs={"phase": "random" if i < 8 else "tpe", "epochs": 5,
+                        "curves": {"val_accuracy": curve, "train_accuracy": [min(1, v + 0.05) for v in curve],
+                                   "train_loss": [1.0] * 5, "val_loss": [1.0] * 5}}))
+    if confirmed:
+        best = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:3]
+        table = [{"trial": t.number, "params": t.params, "original": t.value, "values": [t.value - 0.02, t.value - 0.04],
+                  "mean": t.value - 0.03, "sd": 0.014, "min": t.value - 0.04, "max": t.value - 0.02, "diverged": 0}
+                 for t in best]
+        study.set_user_attr("confirmed", {**table[1], "seeds": 2, "top": 3, "date": "2026-01-01", "table": table})
+    return study
+
+
+BOOK = REPO / "studies" / "book.toml"
+
+
+def test_ranges_of_the_book_space_flag_the_crowded_learning_rate(tmp_path):
+    fig = plot_ranges(made_up(BOOK), top=5)
+    assert panels(fig) == ["pair:lr,weight_decay", "summary", "strip:lr", "strip:weight_decay"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("best crowd the upper edge (0.01)" in t for t in texts)
+    assert any(t == "hpo study narrow book --widen --into CHILD" for t in texts)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:4] == ["best 5", "old range", "narrowed range", "--widen (best crowd an edge)"]
+    check_png(save(fig, tmp_path / "ranges.png"), fig)
+
+
+def test_ranges_with_three_numeric_parameters_draw_every_pair(tmp_path):
+    spec = write_spec(tmp_path, "three", extra='''
+[search.dropout]
+type = "float"
+low = 0.0
+high = 0.5
+''')
+    fig = plot_ranges(made_up(spec))
+    labels = panels(fig)
+    assert [x for x in labels if x.startswith("pair:")] == [
+        "pair:lr,weight_decay", "pair:lr,dropout", "pair:weight_decay,dropout"]
+    assert [x for x in labels if x.startswith("strip:")] == [
+        "strip:lr", "strip:weight_decay", "strip:optimizer", "strip:dropout"]
+    assert "summary" not in labels
+
+
+def test_ranges_still_draw_when_narrowing_is_impossible():
+    fig = plot_ranges(made_up(BOOK, n=4))
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("no narrowing: only 3 complete trials" in t for t in texts)
+
+
+def test_curves_are_titled_best_k_with_their_value_and_mark_the_confirmed():
+    study = made_up(BOOK, confirmed=True)
+    fig = plot_curves(study, top=8)
+    assert panels(fig) == [f"curve:{k}" for k in range(1, 9)]
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_label().startswith("curve:")]
+    ranked = _study.ranked(study)
+    assert titles[0].startswith(f"Best-1 ({ranked[0].value:.3f})")
+    assert sum("★" in t for t in titles) == 3
+    ax = fig.axes[0]
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"]  # validation solid, train dashed
+
+
+def test_importance_needs_two_parameters(tmp_path):
+    spec = tmp_path / "one.toml"
+    spec.write_text(BOOK.read_text().replace("[search.weight_decay]", "[model.x]").split("[model.x]")[0]
+                    + "[sampler]\nrandom_trials = 5\n")
+    study = made_up(spec)
+    with pytest.raises(StudyError, match=r"^study 'book' searches 1 parameter\(s\); importances compare at least 2$"):
+        render(study, "importance")
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("optimizers", "study 'book' does not search the optimizer (it is fixed to 'sgd'); the optimizers figure "
+                   "compares the choices of a searched optimizer"),
+    ("confirm", "study 'book' has no confirmed choice; run `hpo study confirm book` first"),
+    ("nonsense", "unknown figure kind 'nonsense'; known: ranges, curves, history, importance, optimizers, "
+                 "intermediate, confirm"),
+])
+def test_figures_that_do_not_apply_say_why(kind, message):
+    with pytest.raises(StudyError) as caught:
+        render(made_up(BOOK), kind)
+    assert str(caught.value) == message
+
+
+def test_plot_all_skips_what_does_not_apply_and_draws_the_rest(tmp_path):
+    done = render_all(made_up(BOOK), tmp_path, kinds=("history", "optimizers", "confirm"))
+    assert [(d.kind, d.path is None) for d in done] == [("history", False), ("optimizers", True), ("confirm", True)]
+    assert done[1].skipped.startswith("study 'book' does not search the optimizer")
+    assert [p.name for p in tmp_path.iterdir()] == ["history.png"]
+
+
+def test_a_single_kind_that_does_not_apply_is_an_error():
+    with pytest.raises(StudyError, match="has no confirmed choice"):
+        render_all(made_up(BOOK), Path("unused"), kinds=("confirm",))
+
+
+def test_confirm_figure_shows_mean_sd_and_the_single_run(tmp_path):
+    fig = render(made_up(BOOK, confirmed=True), "confirm")
+    ax = fig.axes[0]
+    assert len(ax.get_xticks()) == 3
+    assert ax.get_title(loc="left").startswith("book: confirmed over 2 seeds — choice #")
+    check_png(save(fig, tmp_path / "confirm.png"), fig)
+
+
+def test_history_marks_the_random_and_tpe_phases():
+    fig = render(made_up(BOOK), "history")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["random (log scales)", "TPE", "pruned (last reported)", "best so far"]
+    assert any(t.get_text() == " TPE from here →" for t in fig.axes[0].texts)
+
+
+def test_a_study_without_a_spec_is_refused():
+    with pytest.raises(StudyError, match="was not created by hpo"):
+        render(optuna.create_study(study_name="bare"), "history")
+
+
+def test_figures_do_not_change_global_matplotlib_state():
+    before = dict(matplotlib.rcParams)
+    render(made_up(BOOK), "importance")  # Optuna's plot switches to the ggplot style inside
+    render(made_up(BOOK), "ranges")
+    assert dict(matplotlib.rcParams) == before
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []
+
+
+def test_spec_round_trip_used_by_the_figures():
+    assert parse_spec(load_spec(BOOK).to_dict()).search == load_spec(BOOK).search
+
+
+def test_plot_command_on_a_study_without_trials_is_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    _study.create(load_spec(BOOK), url)
+    result = CliRunner().invoke(app, ["study", "plot", "book", "--out", str(tmp_path), "--storage", url],
+                                env={"HPO_STORAGE": ""})
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "Error: no figure applies to study 'book' yet: study 'book' has 0 complete trial(s); the ranges figure "
+        "needs at least 2 (run it with `hpo study run book`)")

@@ -1,0 +1,96 @@
+"""trainer: multi-layer nets and the classic training techniques in NumPy alone.
+
+One entry point drives it: `fit(config, train, validation, callback)` returns the trained
+network and its history. See docs/CONTRACTS.md for what `hpo` may rely on.
+"""
+
+from ._config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS, ConfigError, TrainConfig
+from ._data import (
+    REGISTRY,
+    DataError,
+    Dataset,
+    DatasetInfo,
+    FileCheck,
+    Location,
+    cache_root,
+    download,
+    list_datasets,
+    load_test_split,
+    load_training_pool,
+    locate,
+    read_idx,
+    split_train_validation,
+    verify,
+)
+from ._init import initial_weights, weight_std
+from ._layers import (
+    Affine,
+    BatchNorm,
+    Dropout,
+    FlatParameters,
+    Layer,
+    Parameter,
+    ReLU,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+)
+from ._network import Network, build_network, seed_streams
+from ._optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSProp, make_optimizer
+from ._train import EpochMetrics, FitResult, History, evaluate, fit
+
+__all__ = [
+    # configuration
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "OPTIMIZERS",
+    "ConfigError",
+    "TrainConfig",
+    # data
+    "REGISTRY",
+    "DataError",
+    "Dataset",
+    "DatasetInfo",
+    "FileCheck",
+    "Location",
+    "cache_root",
+    "download",
+    "list_datasets",
+    "load_test_split",
+    "load_training_pool",
+    "locate",
+    "read_idx",
+    "split_train_validation",
+    "verify",
+    # layers and initial weights
+    "Affine",
+    "BatchNorm",
+    "Dropout",
+    "FlatParameters",
+    "Layer",
+    "Parameter",
+    "ReLU",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "initial_weights",
+    "weight_std",
+    # optimizers
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSProp",
+    "make_optimizer",
+    # networks and training
+    "EpochMetrics",
+    "FitResult",
+    "History",
+    "Network",
+    "build_network",
+    "evaluate",
+    "fit",
+    "seed_streams",
+]
