@@ -62,11 +62,11 @@ def test_three_workers_on_postgresql_reach_the_target_exactly(tmp_path):
 def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(tmp_path):
     url = postgres_or_fail()
     name = unique("killed")
-    spec = write_spec(tmp_path, "k", trials=8, epochs=40, samples=1200, random_trials=3)
+    spec = write_spec(tmp_path, "k", trials=4, epochs=300, samples=1200, random_trials=3)
     assert hpo("study", "create", str(spec), "--name", name, "--storage", url).returncode == 0
     beat = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3", "HPO_STORAGE": url}
     try:
-        run = ("study", "run", name, "--trials", "8", "--quiet")
+        run = ("study", "run", name, "--trials", "4", "--quiet")
         victim = _worker(tmp_path, "victim", *run, **beat)
         survivor = _worker(tmp_path, "survivor", *run, **beat)
         deadline = time.monotonic() + 120
@@ -90,7 +90,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(
         retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == dead[0].number]
         assert len(retries) == 1
         assert retries[0].params == dead[0].params and retries[0].state.name in FINISHED
-        assert sum(t.state.name in FINISHED for t in trials.values()) == 8
+        assert sum(t.state.name in FINISHED for t in trials.values()) == 4
         assert not [t for t in trials.values() if t.state.name in ("RUNNING", "WAITING")]
         for number, trial in before.items():  # nothing finished is lost
             assert trials[number].state == trial.state and trials[number].value == trial.value
