@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import textwrap
 import warnings
 from collections.abc import Iterator
@@ -42,11 +41,11 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpo._confirm import confirmed_choice  # noqa: E402
 from hpo._errors import StudyError  # noqa: E402
+from hpo._figures import KINDS, file_stem  # noqa: E402,F401  (re-exported)
 from hpo._narrow import DEFAULT_MARGIN, WARM_START_ATTR, Narrowing, describe, narrow, trainer_check  # noqa: E402
 from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec  # noqa: E402
 from hpo._study import SPEC_ATTR  # noqa: E402
 
-KINDS = ("ranges", "curves", "history", "importance", "optimizers", "intermediate", "confirm")
 CURVES_TOP = 20  # the seed's figure shows the best 20
 FIRST_PARAMS = ("lr", "weight_decay")  # the seed's pair leads the ranges figure
 MAX_PAIRS = 6
@@ -678,11 +677,6 @@ def save(fig: Figure, path: Path, dpi: int = 90) -> Path:
 def panels(fig: Figure) -> list[str]:
     """The labels of a figure's panels (colorbars and unlabelled helper axes left out)."""
     return [ax.get_label() for ax in fig.axes if ax.get_label() and not ax.get_label().startswith("<")]
-
-
-def file_stem(name: str) -> str:
-    """A study name made safe as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from hpo._errors import StudyError
 from hpo._evaluate import DEFAULT_SEEDS, check_first, choose
 from hpo._evaluate import evaluate as run_evaluate
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, create_child, describe, narrow_study, warm_start_trials
-from hpo._plots import KINDS, file_stem, render_all
-from hpo._report import write as write_report
+from hpo._figures import KINDS, file_stem
 from hpo._storage import Heartbeat, mask_url
 from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
 from hpo.cli._study import NameArg, _positive, app
@@ -147,6 +146,8 @@ def plot(
     handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
     folder = out or Path("figures") / file_stem(name)
     kinds = KINDS if kind.value == "all" else (kind.value,)
+    from hpo._plots import render_all  # matplotlib only for the commands that draw
+
     rendered = render_all(handle.study, folder, kinds, top=top, dpi=dpi)
     if not any(done.path for done in rendered):
         raise StudyError(f"no figure applies to study '{name}' yet: {rendered[0].skipped}")
@@ -204,5 +205,7 @@ def report(
     """One self-contained HTML page: spec, lineage, best trials, narrowed ranges, figures, test result."""
     handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
     path = out or Path(f"{file_stem(name)}-report.html")
+    from hpo._report import write as write_report
+
     size = write_report(handle, path, top=top)
     typer.echo(f"Wrote {path} ({size / 1024:.0f} KB).")

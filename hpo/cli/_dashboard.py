@@ -13,7 +13,6 @@ import socketserver
 from typing import Annotated
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import optuna_dashboard
 import typer
 
 from hpo._errors import HpoError
@@ -40,6 +39,8 @@ def dashboard(
     """Serve optuna-dashboard on the storage: studies, trials, params, curves and attributes."""
     url = storage_url(storage)
     # A reader: no heartbeats, it never runs trials.
+    import optuna_dashboard  # heavy (it brings scikit-learn); only this command needs it
+
     app = optuna_dashboard.wsgi(open_storage(url, Heartbeat(interval=None)))
     server = _bind(host, port, app)
     shown = f"[{host}]" if ":" in host else host
