@@ -242,6 +242,21 @@ class HeldInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def fail_stale(handle: StudyHandle) -> tuple[list[int], list[int]]:
+    """Fail RUNNING trials without a recent heartbeat (each is queued again once).
+
+    Returns the numbers of the trials failed and of the retries queued for them.
+    """
+    before = {t.number for t in handle.trials((TrialState.RUNNING,))}
+    waiting = {t.number for t in handle.trials((TrialState.WAITING,))}
+    with study_lock(handle.url, handle.name), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(handle.study)
+    failed = sorted(t.number for t in handle.trials((TrialState.FAIL,)) if t.number in before)
+    retried = sorted(t.number for t in handle.trials((TrialState.WAITING,)) if t.number not in waiting)
+    return failed, retried
+
+
 def _progress(study, done, target, ran, last, started, waiting_for=0) -> Progress:
     return Progress(done, target, ran, best_trial(study), last, time.monotonic() - started, waiting_for)
 

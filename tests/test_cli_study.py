@@ -146,6 +146,14 @@ def test_sigkill_leaves_no_running_trial_after_the_grace_period(tmp_path):
     victim = [t for t in _trials(db, "killed") if t.state.name == "RUNNING"]
     assert len(victim) == 1
 
+    patient = hpo("study", "fail-stale", "killed", "--grace-period", "600", "--storage", storage)
+    assert patient.returncode == 0 and patient.stdout.startswith("No stale trials")  # within its grace
+    time.sleep(2.5)
+    stale = hpo("study", "fail-stale", "killed", "--storage", storage, **beat)
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.startswith(f"Failed 1 stale trial(s) of 'killed': {victim[0].number}; "
+                                   "1 queued again with the same parameters.")
+
     resumed = hpo("study", "run", "killed", "--storage", storage, **beat)
     assert resumed.returncode == 0, resumed.stderr
     trials = {t.number: t for t in _trials(db, "killed")}

@@ -244,6 +244,26 @@ def confirm(
                "`hpo study best` and `evaluate` now use it.")
 
 
+@app.command("fail-stale")
+@handles_errors
+def fail_stale(
+    name: NameArg,
+    grace_period: Annotated[int, typer.Option(
+        callback=_positive, envvar="HPO_GRACE_PERIOD",
+        help="Seconds without heartbeat after which a RUNNING trial counts as dead.")] = 30,
+    storage: StorageOption = None,
+) -> None:
+    """Fail the RUNNING trials whose worker stopped sending heartbeats; each is retried once."""
+    url = storage_url(storage)
+    handle = _study.open_study(name, url, Heartbeat(grace_period=grace_period))
+    failed, retried = _study.fail_stale(handle)
+    if not failed:
+        typer.echo(f"No stale trials in '{name}' (grace period {grace_period} s).")
+        return
+    typer.echo(f"Failed {len(failed)} stale trial(s) of '{name}': {', '.join(map(str, failed))}; "
+               f"{len(retried)} queued again with the same parameters.")
+
+
 @app.command()
 @handles_errors
 def delete(

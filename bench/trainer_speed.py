@@ -1,0 +1,308 @@
+"""How fast the NumPy trainer trains and infers, next to PyTorch CPU and the matmul bound.
+
+Run by hand (the result goes to docs/trainer-speed.md):
+
+    python bench/trainer_speed.py [--repeats 5] [--inference-batch 1000] [--json PATH] [--quick]
+
+Two networks, each trained for one epoch on the 60,000 Fashion-MNIST training images with
+Adam (lr 1e-3), one thread, float32:
+
+    a   784-[100]x6-10, batch norm and ReLU in every hidden block, dropout 0.2, batch 100
+    b   784-512-512-10, ReLU, dropout 0.2, batch 128
+
+For each repeat, three measurements per network run back to back (their order rotates from
+repeat to repeat, so a burst of load from other processes does not always hit the same side):
+
+    ours    `trainer.fit` for one epoch on a freshly built network (He init, seed = repeat)
+    torch   the same network in PyTorch (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout,
+            nn.CrossEntropyLoss, default torch.optim.Adam), starting from the very same initial
+            weights, the same batch order (a permutation per epoch, whole batches, x[rows]
+            gathered per step), and the same per-step bookkeeping (loss and hits summed)
+    bound   the epoch's matrix products alone: for every step, the (batch, fan_in) @
+            (fan_in, fan_out) forward product, the x.T @ dout weight gradient and (except for
+            the first layer) the dout @ W.T input gradient, each with np.matmul and out= on
+            preallocated float32 arrays. bound / ours is the share of our epoch that is the
+            unavoidable BLAS work; the rest is elementwise work and Python overhead.
+
+Then inference on the 10,000 test images for each trained network: `trainer.evaluate` (loss
+and accuracy) against the torch model in eval mode under torch.inference_mode(), both in
+batches of --inference-batch rows.
+
+Reported: the best time of each side over the repeats (samples per second from it), and the
+paired ratios torch / ours of each repeat (min, median, max). NumPy's BLAS is held to one
+thread with threadpoolctl and torch with torch.set_num_threads(1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trainer  # noqa: E402
+
+DATA_DIR = os.environ.get("HPO_DATA_DIR", "/work/shared/data")
+
+
+@dataclass(frozen=True)
+class Net:
+    key: str
+    label: str
+    hidden: tuple[int, ...]
+    batch_norm: bool
+    batch: int
+    vs_torch: float  # target: torch time / our time
+    of_bound: float  # target: bound time / our time
+
+    def config(self, seed: int) -> trainer.TrainConfig:
+        return trainer.TrainConfig(input_size=784, hidden_sizes=self.hidden, output_size=10, activation="relu",
+                                   init="he", batch_norm=self.batch_norm, dropout=0.2, optimizer="adam", lr=1e-3,
+                                   epochs=1, batch_size=self.batch, dtype="float32", seed=seed)
+
+
+NETS = (
+    Net("a", "784-[100]x6-10, BN, dropout 0.2, batch 100", (100,) * 6, True, 100, vs_torch=2.5, of_bound=0.6),
+    Net("b", "784-512-512-10, dropout 0.2, batch 128", (512, 512), False, 128, vs_torch=1.2, of_bound=0.8),
+)
+INFERENCE_TARGET = 1.3  # torch time / our time, for each network
+
+
+# ---- PyTorch, the reference ---------------------------------------------------------------
+
+def torch_model(network: trainer.Network, net: Net) -> nn.Sequential:
+    """The network as nn modules, holding the same initial weights as our `network`."""
+    modules: list[nn.Module] = []
+    affines = [layer for layer in network.layers if isinstance(layer, trainer.Affine)]
+    for i, affine in enumerate(affines):
+        fan_in, fan_out = affine.weight.shape
+        linear = nn.Linear(fan_in, fan_out, bias=affine.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(affine.weight.value.T.copy()))  # torch keeps (fan_out, fan_in)
+            if affine.bias is not None:
+                linear.bias.copy_(torch.from_numpy(affine.bias.value))
+        modules.append(linear)
+        if i < len(affines) - 1:
+            if net.batch_norm:
+                modules.append(nn.BatchNorm1d(fan_out, eps=1e-5, momentum=0.1))  # our momentum 0.9 = torch's 0.1
+            modules += [nn.ReLU(), nn.Dropout(0.2)]
+    return nn.Sequential(*modules)
+
+
+def torch_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                order: np.ndarray, batch: int) -> tuple[float, float]:
+    """One epoch as `trainer.fit` runs it: whole batches in `order`, running loss and accuracy."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    order_t = torch.from_numpy(order)
+    steps = len(order) // batch
+    loss_sum, hits = 0.0, 0
+    for step in range(steps):
+        rows = order_t[step * batch : (step + 1) * batch]
+        xb, yb = x[rows], y[rows]
+        scores = model(xb)
+        loss = loss_fn(scores, yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item()
+        hits += int((scores.argmax(dim=1) == yb).sum())
+    return loss_sum / steps, hits / (steps * batch)
+
+
+def torch_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
+    """As `trainer.evaluate`: mean cross-entropy and accuracy in inference mode, batch by batch."""
+    model.eval()
+    loss_sum, hits = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(y), batch):
+            xb, yb = x[start : start + batch], y[start : start + batch]
+            scores = model(xb)
+            loss_sum += float(nn.functional.cross_entropy(scores, yb, reduction="sum"))
+            hits += int((scores.argmax(dim=1) == yb).sum())
+    return loss_sum / len(y), hits / len(y)
+
+
+# ---- the matrix-multiply bound ------------------------------------------------------------
+
+class GemmBound:
+    """The matrix products of one training epoch of a network, and nothing else."""
+
+    def __init__(self, net: Net, n: int, rng: np.random.Generator):
+        self.steps = n // net.batch
+        sizes = (784, *net.hidden, 10)
+        self.layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+            def array(*shape):
+                return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+            x, w, dout = array(net.batch, fan_in), array(fan_in, fan_out), array(net.batch, fan_out)
+            out, dw = np.empty((net.batch, fan_out), np.float32), np.empty((fan_in, fan_out), np.float32)
+            dx = np.empty((net.batch, fan_in), np.float32) if i > 0 else None
+            self.layers.append((x, w, dout, out, dw, dx))
+
+    def epoch(self) -> float:
+        matmul, layers = np.matmul, self.layers
+        started = time.perf_counter()
+        for _ in range(self.steps):
+            for x, w, _, out, _, _ in layers:
+                matmul(x, w, out=out)  # (batch, fan_in) @ (fan_in, fan_out)
+            for x, w, dout, _, dw, dx in reversed(layers):
+                matmul(x.T, dout, out=dw)  # (fan_in, batch) @ (batch, fan_out)
+                if dx is not None:
+                    matmul(dout, w.T, out=dx)  # (batch, fan_out) @ (fan_out, fan_in)
+        return time.perf_counter() - started
+
+
+# ---- measuring ----------------------------------------------------------------------------
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - started, result
+
+
+def summary(ours: list[float], theirs: list[float]) -> dict:
+    """Best of each side and the paired ratios theirs / ours."""
+    ratios = sorted(t / o for o, t in zip(ours, theirs))
+    return {"best": min(ours), "best_other": min(theirs), "best_ratio": min(theirs) / min(ours),
+            "paired_min": ratios[0], "paired_median": statistics.median(ratios), "paired_max": ratios[-1]}
+
+
+def machine() -> dict:
+    def run(cmd: str) -> str:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    blas = [{k: i.get(k) for k in ("internal_api", "prefix", "architecture", "version")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": run("nproc"), "cpu": run("lscpu | grep 'Model name'").split(":", 1)[-1].strip(),
+            "load_average": os.getloadavg(), "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "numpy_blas": blas,
+            "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per measurement (default 5)")
+    parser.add_argument("--inference-batch", type=int, default=1000, help="rows per inference pass, both sides")
+    parser.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    pool = trainer.load_training_pool("fashion-mnist", data_dir=DATA_DIR)
+    test = trainer.load_test_split("fashion-mnist", data_dir=DATA_DIR)
+    if args.quick:
+        pool = trainer.Dataset(pool.x[:6000], pool.y[:6000])
+        test = trainer.Dataset(test.x[:2000], test.y[:2000])
+    n, n_test = len(pool.y), len(test.y)
+    x_t, y_t = torch.from_numpy(pool.x), torch.from_numpy(pool.y)
+    xtest_t, ytest_t = torch.from_numpy(test.x), torch.from_numpy(test.y)
+
+    times = {net.key: {"ours": [], "torch": [], "bound": []} for net in NETS}
+    infer = {net.key: {"ours": [], "torch": []} for net in NETS}
+    bounds = {net.key: GemmBound(net, n, np.random.default_rng(0)) for net in NETS}
+    accuracy = {}
+    with threadpool_limits(1):
+        for r in range(args.repeats):
+            for net in NETS:
+                config = net.config(seed=r)
+                network = trainer.build_network(config)
+                model = torch_model(network, net)  # copies the initial weights before we train ours
+                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+                order = np.random.default_rng(trainer.seed_streams(r)[2]).permutation(n)  # fit's first order
+
+                def ours():
+                    history = trainer.fit(config, pool, network=network).history
+                    return history.epochs[0].train_accuracy
+
+                def theirs():
+                    return torch_epoch(model, optimizer, x_t, y_t, order, net.batch)[1]
+
+                runs = [("ours", ours), ("torch", theirs), ("bound", bounds[net.key].epoch)]
+                shift = r % 3
+                for side, fn in runs[shift:] + runs[:shift]:
+                    seconds, result = timed(fn)
+                    times[net.key][side].append(seconds if side != "bound" else result)
+                    if side != "bound":
+                        accuracy.setdefault(net.key, {})[f"{side}_train"] = result
+
+                # inference with the trained networks, interleaved, several passes
+                for i in range(3):
+                    pair = [("ours", lambda: trainer.evaluate(network, test, batch_size=args.inference_batch)),
+                            ("torch", lambda: torch_evaluate(model, xtest_t, ytest_t, args.inference_batch))]
+                    for side, fn in pair if (r + i) % 2 == 0 else pair[::-1]:
+                        seconds, (_, acc) = timed(fn)
+                        infer[net.key][side].append(seconds)
+                        accuracy[net.key][f"{side}_test"] = acc
+                print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
+                    f"{k} ours {times[k]['ours'][-1]:.3f}s torch {times[k]['torch'][-1]:.3f}s "
+                    f"bound {times[k]['bound'][-1]:.3f}s" for k in times if times[k]["ours"]), flush=True)
+
+    results = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+               "train_samples": n, "test_samples": n_test, "inference_batch": args.inference_batch,
+               "repeats": args.repeats, "nets": {}}
+    print(f"\nOne thread, float32. Training: one epoch on {n:,} images; inference: {n_test:,} test images "
+          f"in batches of {args.inference_batch}. Best of {args.repeats} per side (inference: of "
+          f"{3 * args.repeats}); ratio = torch time / our time.\n")
+    header = f"{'net':<4}{'what':<11}{'ours s':>8}{'torch s':>9}{'ours/s':>10}{'torch/s':>10}" \
+             f"{'best ratio':>12}{'paired min/med/max':>22}{'target':>8}{'met':>5}"
+    print(header)
+    print("-" * len(header))
+    for net in NETS:
+        t, inf = times[net.key], infer[net.key]
+        train = summary(t["ours"], t["torch"])
+        bound = summary(t["ours"], t["bound"])
+        inference = summary(inf["ours"], inf["torch"])
+        steps_samples = (n // net.batch) * net.batch
+        train_met = train["paired_median"] >= net.vs_torch
+        bound_met = bound["best_ratio"] >= net.of_bound
+        inference_met = inference["paired_median"] >= INFERENCE_TARGET
+        results["nets"][net.key] = {
+            "label": net.label, "train_seconds": t, "inference_seconds": inf,
+            "train": {**train, "samples_per_second": steps_samples / train["best"],
+                      "torch_samples_per_second": steps_samples / train["best_other"],
+                      "target": net.vs_torch, "met": train_met},
+            "bound": {"best_bound_seconds": bound["best_other"], "fraction_best": bound["best_ratio"],
+                      "fraction_paired_min": bound["paired_min"], "fraction_paired_median": bound["paired_median"],
+                      "fraction_paired_max": bound["paired_max"], "target": net.of_bound, "met": bound_met},
+            "inference": {**inference, "samples_per_second": n_test / inference["best"],
+                          "torch_samples_per_second": n_test / inference["best_other"],
+                          "target": INFERENCE_TARGET, "met": inference_met},
+            "accuracy": accuracy[net.key],
+        }
+
+        def row(what, s, samples, target, met):
+            paired = f"{s['paired_min']:.2f}/{s['paired_median']:.2f}/{s['paired_max']:.2f}"
+            print(f"{net.key:<4}{what:<11}{s['best']:>8.3f}{s['best_other']:>9.3f}{samples / s['best']:>10,.0f}"
+                  f"{samples / s['best_other']:>10,.0f}{s['best_ratio']:>11.2f}x{paired:>22}{target:>7.2f}x"
+                  f"{'yes' if met else 'NO':>5}")
+
+        row("train", train, steps_samples, net.vs_torch, train_met)
+        row("inference", inference, n_test, INFERENCE_TARGET, inference_met)
+        print(f"{'':<4}{'bound':<11}{bound['best_other']:>8.3f}s of matmuls; fraction of our epoch: best "
+              f"{bound['best_ratio']:.2f}, paired {bound['paired_min']:.2f}/{bound['paired_median']:.2f}/"
+              f"{bound['paired_max']:.2f} (target {net.of_bound:.2f}: {'yes' if bound_met else 'NO'})")
+    print("\nTargets are judged on the paired median (torch) and on best/best (bound).")
+    acc = {k: {s: round(v, 4) for s, v in a.items()} for k, a in accuracy.items()}
+    print(f"Accuracy after the last epoch measured (a sanity check, not a comparison): {acc}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
