@@ -209,8 +209,9 @@ def main() -> None:
         pool = trainer.Dataset(pool.x[:6000], pool.y[:6000])
         test = trainer.Dataset(test.x[:2000], test.y[:2000])
     n, n_test = len(pool.y), len(test.y)
-    x_t, y_t = torch.from_numpy(pool.x), torch.from_numpy(pool.y)
-    xtest_t, ytest_t = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    # torch gets its own copies: the Dataset arrays are read-only, which torch.from_numpy warns about
+    x_t, y_t = torch.tensor(pool.x), torch.tensor(pool.y)
+    xtest_t, ytest_t = torch.tensor(test.x), torch.tensor(test.y)
 
     times = {net.key: {"ours": [], "torch": [], "bound": []} for net in NETS}
     infer = {net.key: {"ours": [], "torch": []} for net in NETS}
@@ -248,9 +249,9 @@ def main() -> None:
                         seconds, (_, acc) = timed(fn)
                         infer[net.key][side].append(seconds)
                         accuracy[net.key][f"{side}_test"] = acc
-                print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
-                    f"{k} ours {times[k]['ours'][-1]:.3f}s torch {times[k]['torch'][-1]:.3f}s "
-                    f"bound {times[k]['bound'][-1]:.3f}s" for k in times if times[k]["ours"]), flush=True)
+            print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
+                f"{k} ours {times[k]['ours'][-1]:.3f}s torch {times[k]['torch'][-1]:.3f}s "
+                f"bound {times[k]['bound'][-1]:.3f}s" for k in times), flush=True)
 
     results = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                "train_samples": n, "test_samples": n_test, "inference_batch": args.inference_batch,
