@@ -23,6 +23,11 @@ repeat to repeat, so a burst of load from other processes does not always hit th
             the first layer) the dout @ W.T input gradient, each with np.matmul and out= on
             preallocated float32 arrays. bound / ours is the share of our epoch that is the
             unavoidable BLAS work; the rest is elementwise work and Python overhead.
+    adam    (after the three, for scale) the epoch's `optimizer.step()` calls alone on the
+            network's parameters: bound / (bound + adam) caps the fraction of the bound that
+            any trainer with this NumPy Adam can reach
+    overhead  the same epoch of the net shrunk to 8 inputs and 4 units a layer: the fixed
+            cost of the NumPy calls and the Python around them
 
 Then inference on the 10,000 test images for each trained network: `trainer.evaluate` (loss
 and accuracy) against the torch model in eval mode under torch.inference_mode(), both in
@@ -167,6 +172,30 @@ class GemmBound:
         return time.perf_counter() - started
 
 
+def adam_epoch(net: Net, n: int) -> float:
+    """Seconds of the epoch's Adam updates alone (`optimizer.step()` once per step), for scale."""
+    network = trainer.build_network(net.config(seed=0))
+    optimizer = trainer.make_optimizer(net.config(seed=0), network.parameters())
+    network.flat.grads[...] = 1e-3 * np.random.default_rng(0).standard_normal(network.flat.size)
+    started = time.perf_counter()
+    for _ in range(n // net.batch):
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def overhead_epoch(net: Net, pool: trainer.Dataset) -> float:
+    """Seconds of one `fit` epoch of the same net shrunk to 8 inputs and 4 units a hidden layer.
+
+    Every NumPy call still happens once per step, on tiny arrays: what is left is the fixed
+    cost of the calls and of the Python around them, which no arithmetic saving reduces.
+    """
+    config = net.config(seed=0).replace(input_size=8, hidden_sizes=(4,) * len(net.hidden))
+    tiny = trainer.Dataset(np.ascontiguousarray(pool.x[:, :8]), pool.y)
+    started = time.perf_counter()
+    trainer.fit(config, tiny)
+    return time.perf_counter() - started
+
+
 # ---- measuring ----------------------------------------------------------------------------
 
 def timed(fn, *args):
@@ -213,11 +242,19 @@ def main() -> None:
     x_t, y_t = torch.tensor(pool.x), torch.tensor(pool.y)
     xtest_t, ytest_t = torch.tensor(test.x), torch.tensor(test.y)
 
-    times = {net.key: {"ours": [], "torch": [], "bound": []} for net in NETS}
+    times = {net.key: {"ours": [], "torch": [], "bound": [], "adam": [], "overhead": []} for net in NETS}
     infer = {net.key: {"ours": [], "torch": []} for net in NETS}
     bounds = {net.key: GemmBound(net, n, np.random.default_rng(0)) for net in NETS}
     accuracy = {}
     with threadpool_limits(1):
+        for net in NETS:  # warm-up, untimed: first calls load kernels and fill allocator caches
+            few = net.batch * 20
+            network = trainer.build_network(net.config(seed=0))
+            model = torch_model(network, net)
+            trainer.fit(net.config(seed=0), trainer.Dataset(pool.x[:few], pool.y[:few]), network=network)
+            torch_epoch(model, torch.optim.Adam(model.parameters(), lr=1e-3), x_t, y_t, np.arange(few), net.batch)
+            trainer.evaluate(network, test, batch_size=args.inference_batch)
+            torch_evaluate(model, xtest_t, ytest_t, args.inference_batch)
         for r in range(args.repeats):
             for net in NETS:
                 config = net.config(seed=r)
@@ -240,6 +277,8 @@ def main() -> None:
                     times[net.key][side].append(seconds if side != "bound" else result)
                     if side != "bound":
                         accuracy.setdefault(net.key, {})[f"{side}_train"] = result
+                times[net.key]["adam"].append(adam_epoch(net, n))
+                times[net.key]["overhead"].append(overhead_epoch(net, pool))
 
                 # inference with the trained networks, interleaved, several passes
                 for i in range(3):
@@ -283,6 +322,8 @@ def main() -> None:
             "inference": {**inference, "samples_per_second": n_test / inference["best"],
                           "torch_samples_per_second": n_test / inference["best_other"],
                           "target": INFERENCE_TARGET, "met": inference_met},
+            "adam_alone_best_seconds": min(t["adam"]),
+            "fixed_overhead_best_seconds": min(t["overhead"]),
             "accuracy": accuracy[net.key],
         }
 
@@ -297,6 +338,12 @@ def main() -> None:
         print(f"{'':<4}{'bound':<11}{bound['best_other']:>8.3f}s of matmuls; fraction of our epoch: best "
               f"{bound['best_ratio']:.2f}, paired {bound['paired_min']:.2f}/{bound['paired_median']:.2f}/"
               f"{bound['paired_max']:.2f} (target {net.of_bound:.2f}: {'yes' if bound_met else 'NO'})")
+        adam = min(t["adam"])
+        print(f"{'':<4}{'adam':<11}{adam:>8.3f}s of Adam updates alone; bound / (bound + Adam) = "
+              f"{bound['best_other'] / (bound['best_other'] + adam):.2f}")
+        overhead = min(t["overhead"])
+        print(f"{'':<4}{'overhead':<11}{overhead:>8.3f}s for the same epoch on tiny arrays (call overhead); "
+              f"bound / (bound + overhead) = {bound['best_other'] / (bound['best_other'] + overhead):.2f}")
     print("\nTargets are judged on the paired median (torch) and on best/best (bound).")
     acc = {k: {s: round(v, 4) for s, v in a.items()} for k, a in accuracy.items()}
     print(f"Accuracy after the last epoch measured (a sanity check, not a comparison): {acc}")

@@ -80,7 +80,7 @@ def serving(url: str) -> Iterator[str]:
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert out.splitlines()[0].startswith("Dashboard of ")
     assert f"on http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)" in out.splitlines()[0]

@@ -190,6 +190,20 @@ def test_predict_is_batch_size_independent_and_returns_a_new_array(rng):
     assert network.predict(x[:0]).shape == (0, 3)
 
 
+def test_inference_folds_batch_norm_into_the_affine_and_matches_layer_by_layer(rng):
+    network = build_network(small_config(dtype="float64"))
+    x = rng.random((20, 5))
+    network.loss(x, rng.integers(0, 3, 20), train=True)  # running statistics move off their start
+    for p in network.parameters():  # gamma, beta and weights away from their initial values
+        p.value += 0.1 * rng.standard_normal(p.shape)
+    expected = x
+    for layer in network.layers:
+        expected = layer.forward(expected, False)
+    expected = expected.copy()  # the output layer's buffer, which the folded pass reuses
+    np.testing.assert_allclose(network.forward(x), expected, rtol=1e-12)
+    assert not any(isinstance(layer, (BatchNorm, Dropout)) for layer in network._inference_layers())
+
+
 def test_inference_is_deterministic_training_is_not(rng):
     network = build_network(small_config(dtype="float64"))
     x = rng.random((20, 5))

@@ -310,9 +310,9 @@ class BatchNorm(Layer):
         out = self._buffer("out", *x.shape, x.dtype)
         gamma, beta = self.gamma.value, self.beta.value
         if not train:
-            scale = gamma / np.sqrt(self.running_var + self.eps)  # (features,)
+            scale, shift = self.inference_scale_shift()
             np.multiply(x, scale, out=out)
-            out += beta - self.running_mean * scale
+            out += shift
             return out
 
         # Only the centred input x_c = x - mean is kept; x_hat = x_c / std never is, its
@@ -334,6 +334,11 @@ class BatchNorm(Layer):
         self._running *= self.momentum
         self._running += (1 - self.momentum) * self._batch
         return out
+
+    def inference_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inference as one multiply-add per feature: y = x * scale + shift, both (features,)."""
+        scale = self.gamma.value / np.sqrt(self.running_var + self.eps)
+        return scale, self.beta.value - self.running_mean * scale
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         centred, inv_std, scale = self._centred, self._inv_std, self._scale

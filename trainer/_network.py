@@ -57,6 +57,7 @@ class Network:
         self.dtype = self.flat.dtype
         self._scores: np.ndarray | None = None
         self._decay_grad: np.ndarray | None = None  # scratch for lambda * W
+        self._inference: list[Layer] | None = None  # see _inference_layers
 
     def parameters(self) -> list[Parameter]:
         """Every parameter, layer by layer."""
@@ -70,10 +71,35 @@ class Network:
             train: training mode (batch statistics, dropout) instead of inference.
         """
         out = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
+        for layer in self.layers if train else self._inference_layers():
             out = layer.forward(out, train)
         self._scores = out
         return out
+
+    def _inference_layers(self) -> list[Layer]:
+        """The layers as inference runs them, with the same result in fewer passes.
+
+        Dropout is the identity there, so it is left out, and batch norm with its running
+        statistics is a per-feature multiply-add, folded into the Affine before it:
+        (x W) * s + t = x (W * s) + t. The folded weights are recomputed from the current
+        parameters at every call (one small multiply per layer).
+        """
+        if self._inference is None:
+            layers = [layer for layer in self.layers if not isinstance(layer, Dropout)]
+            plan: list[Layer] = []
+            folded: set[int] = set()  # ids of the BatchNorm layers already folded into an Affine
+            for layer, after in zip(layers, layers[1:] + [None]):
+                if id(layer) in folded:
+                    continue
+                if isinstance(layer, Affine) and isinstance(after, BatchNorm):
+                    layer = _FoldedAffine(layer, after)
+                    folded.add(id(after))
+                plan.append(layer)
+            self._inference = plan
+        for layer in self._inference:
+            if isinstance(layer, _FoldedAffine):
+                layer.refresh()
+        return self._inference
 
     def data_loss(self, x: np.ndarray, labels: np.ndarray, train: bool = False) -> float:
         """Mean cross-entropy of the batch, without the weight-decay term."""
@@ -123,6 +149,29 @@ class Network:
             lines.append(f"{type(layer).__name__}" + (f" [{shapes}]" if shapes else ""))
         lines.append(f"SoftmaxCrossEntropy; {self.flat.size:,} parameter slots, {self.dtype}")
         return "\n".join(lines)
+
+
+class _FoldedAffine(Affine):
+    """An Affine followed by a BatchNorm in inference mode, as one Affine (inference only).
+
+    Holds its own weight and bias arrays, outside the network's flat buffers; `refresh`
+    recomputes them from the two layers' current parameters and running statistics.
+    """
+
+    def __init__(self, affine: Affine, batchnorm: BatchNorm):
+        fan_out = affine.weight.shape[1]
+        super().__init__(np.empty_like(affine.weight.value), np.empty(fan_out, affine.weight.value.dtype),
+                         input_grad=False, name=f"{affine.weight.name.rsplit('.', 2)[0]}.folded")
+        self.affine, self.batchnorm = affine, batchnorm
+
+    def refresh(self) -> None:
+        scale, shift = self.batchnorm.inference_scale_shift()  # (fan_out,) each
+        np.multiply(self.affine.weight.value, scale, out=self.weight.value)
+        if self.affine.bias is None:
+            self.bias.value[...] = shift
+        else:
+            np.multiply(self.affine.bias.value, scale, out=self.bias.value)
+            self.bias.value += shift
 
 
 def build_network(config: TrainConfig) -> Network:
