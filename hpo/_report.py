@@ -9,7 +9,6 @@ import base64
 import datetime
 import html
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from hpo import __version__
 from hpo._confirm import SUFFIX as CONFIRM_SUFFIX
 from hpo._confirm import confirmed_choice
 from hpo._errors import StudyError
+from hpo._format import fmt
 from hpo._evaluate import TEST_RESULT_ATTR
 from hpo._narrow import Narrowing, describe, narrow_study
 from hpo._plots import KINDS, render
@@ -61,17 +61,7 @@ def _e(value: Any) -> str:
 
 
 def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3e}"
-        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    return str(value)
+    return fmt(value, digits)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

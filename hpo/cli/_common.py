@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import traceback
@@ -14,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from hpo._errors import HpoError, Interrupted
+from hpo._format import fmt
 from hpo._storage import DEFAULT_STORAGE, STORAGE_ENV, resolve_url
 
 DEBUG_ENV = "HPO_DEBUG"
@@ -85,21 +85,6 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, tuple):
         return list(value)
-    return str(value)
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A value as a table cell: floats short, scientific when tiny or huge."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.{max(digits - 1, 1)}e}"
-        return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
     return str(value)
 
 
