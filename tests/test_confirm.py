@@ -95,3 +95,13 @@ def test_confirm_survives_an_interruption_without_duplicate_runs(tmp_path):
     finished = [(t.user_attrs["confirms_trial"], t.user_attrs["repeat"]) for t in runs
                 if t.state.name in ("COMPLETE", "PRUNED")]
     assert sorted(finished) == sorted(set(finished)) and len(finished) == 6  # no run done twice
+
+
+def test_confirm_runs_in_parallel_workers(searched):
+    result = hpo("study", "confirm", searched.name, "--top", "2", "--seeds", "3", "--workers", "2",
+                 "--storage", searched.url, "--json")
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert [len(row["values"]) + row["diverged"] for row in table] == [3, 3]
+    runs = _runs(searched)
+    assert len(runs) == 6 and len({t.user_attrs["seed"] for t in runs}) == 6
