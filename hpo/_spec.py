@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from trainer import ConfigError, TrainConfig
+from trainer import REGISTRY, ConfigError, TrainConfig
 
 from hpo._errors import SpecError
 
-DATASETS = ("mnist", "fashion-mnist", "digits")
+DATASETS = tuple(REGISTRY)
 
 # Trainer fields a spec may fix or search, by the section they belong to. `hidden_layers` and
 # `hidden_units` are shorthands for `hidden_sizes` = [units] * layers, so depth and width can be
