@@ -35,6 +35,10 @@ CHECKPOINTS = (10, 20, 30, 50, 100)
 PRUNERS = {
     "median": PrunerSpec(kind="median", startup_trials=5, warmup_epochs=5),
     "halving": PrunerSpec(kind="successive-halving", min_epochs=5, reduction_factor=3),
+    "halving-10": PrunerSpec(kind="successive-halving", min_epochs=10, reduction_factor=2),
+    "halving-10-3": PrunerSpec(kind="successive-halving", min_epochs=10, reduction_factor=3),
+    "halving-7-3": PrunerSpec(kind="successive-halving", min_epochs=7, reduction_factor=3),
+    "hyperband": PrunerSpec(kind="hyperband", min_epochs=5, reduction_factor=3),
 }
 METHODS = {  # the TPE methods take the sampler settings of studies/book.toml
     "random": lambda spec, pruner: dict(sampler=SamplerSpec(kind="random")),
