@@ -38,6 +38,7 @@ PRUNERS = {
     "halving-10": PrunerSpec(kind="successive-halving", min_epochs=10, reduction_factor=2),
     "halving-10-3": PrunerSpec(kind="successive-halving", min_epochs=10, reduction_factor=3),
     "halving-7-3": PrunerSpec(kind="successive-halving", min_epochs=7, reduction_factor=3),
+    "halving-6-3": PrunerSpec(kind="successive-halving", min_epochs=6, reduction_factor=3),
     "hyperband": PrunerSpec(kind="hyperband", min_epochs=5, reduction_factor=3),
 }
 METHODS = {  # the TPE methods take the sampler settings of studies/book.toml
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="bench/search_efficiency.json")
-    parser.add_argument("--pruner", choices=sorted(PRUNERS), default="median")
+    parser.add_argument("--pruner", choices=sorted(PRUNERS), default="halving-6-3")
     parser.add_argument("--spaces", nargs="+", default=["2-param", "4-param"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
