@@ -153,17 +153,19 @@ def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_
         if timeout is not None and time.monotonic() - started >= timeout:
             break
         trial = None
-        with HeldInterrupt() as held, study_lock(handle.url, handle.name):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                optuna.storages.fail_stale_trials(study)
-            counts = count_states(study)
-            finished = counts["COMPLETE"] + counts["PRUNED"]
-            done = finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"])
-            if not done and (counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only)):
+        with HeldInterrupt() as held:
+            with study_lock(handle.url, handle.name):
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # heartbeat outside optimize() is intended
-                    trial = study.ask()
+                    warnings.simplefilter("ignore")
+                    optuna.storages.fail_stale_trials(study)
+                counts = count_states(study)
+                finished = counts["COMPLETE"] + counts["PRUNED"]
+                done = finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"])
+                trial_id = None
+                if not done and (counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only)):
+                    trial_id = _claim_trial(study)
+            if trial_id is not None:
+                trial = _start_trial(study, trial_id)
         if held.received:
             if trial is not None:
                 _fail(study, trial, "interrupted by the user (Ctrl-C)")
@@ -210,6 +212,29 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
         raise Interrupted(f"interrupted after trial {trial.number} finished, nothing lost; "
                           f"`hpo study run {study.study_name}` continues the study")
     return frozen
+
+
+def _claim_trial(study: optuna.Study) -> int:
+    """A queued trial (a retry, a confirmation run), else a new one; called under the lock.
+
+    This is the first half of `Study.ask`: only the trial's creation needs the study's lock.
+    The sampler runs in `_start_trial`, after the lock is released, so that workers do not
+    queue behind each other's TPE.
+    """
+    trial_id = study._pop_waiting_trial_id()
+    if trial_id is None:
+        trial_id = study._storage.create_new_trial(study._study_id)
+    return trial_id
+
+
+def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """The second half of `Study.ask`: the trial object, whose creation runs the sampler."""
+    study._thread_local.cached_all_trials = None
+    try:
+        return optuna.Trial(study, trial_id)
+    except BaseException:  # a sampler that fails must not leave the trial RUNNING forever
+        study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        raise
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
