@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -77,9 +78,16 @@ def hpo(*args: str, cwd: Path | None = None, timeout: float = 300, **env: str) -
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    # A test run started in the background (`pytest &`, nohup) hands its children an ignored
+    # SIGINT, and Python then installs no Ctrl-C handler: give the child the terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def hpo_popen(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def unique(prefix: str) -> str:

@@ -112,7 +112,8 @@ def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_pa
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    # 130 either way in a shell: exit(130), or ended by the SIGINT re-raised at exit.
+    assert process.returncode in (130, -signal.SIGINT), err
     match = re.search(r"Error: interrupted: trial (\d+) was recorded as failed; "
                       r"`hpo study run intr` continues the study", err)
     assert match, err

@@ -85,7 +85,8 @@ def test_confirm_survives_an_interruption_without_duplicate_runs(tmp_path):
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    # 130 either way in a shell: exit(130), or ended by the SIGINT re-raised at exit.
+    assert process.returncode in (130, -signal.SIGINT), err
 
     resumed = hpo("study", "confirm", "slowish", "--top", "2", "--seeds", "3", "--storage", url, "--json")
     assert resumed.returncode == 0, resumed.stderr
