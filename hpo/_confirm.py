@@ -11,7 +11,6 @@ machinery as any study: workers, heartbeats, resume without redoing finished run
 
 from __future__ import annotations
 
-import datetime
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo._format import utc_now
 from hpo._errors import StudyError
 from hpo._sampler import FINISHED, trial_seed
 from hpo._spec import ObjectiveSpec, PrunerSpec, SamplerSpec
@@ -83,7 +83,7 @@ def companion(handle: StudyHandle) -> StudyHandle:
         spec = handle.spec.replace(
             name=name, sampler=SamplerSpec(kind="random"), pruner=PrunerSpec(kind="none"),
             objective=ObjectiveSpec(repeats=1, folds=handle.spec.objective.folds))
-        lineage = {"parent": handle.name, "rule": "confirmation runs", "date": _now()}
+        lineage = {"parent": handle.name, "rule": "confirmation runs", "date": utc_now()}
         create(spec, handle.url, extra_attrs={QUEUE_ONLY_ATTR: True, LINEAGE_ATTR: lineage})
         return open_study(name, handle.url, Heartbeat())
 
@@ -122,7 +122,7 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
     winner = results[0]
     handle.study.set_user_attr(CONFIRMED_ATTR, {
         "trial": winner.trial, "params": winner.params, "mean": winner.mean, "sd": winner.sd,
-        "original": winner.original, "seeds": seeds, "top": top, "date": _now(),
+        "original": winner.original, "seeds": seeds, "top": top, "date": utc_now(),
         "table": [r.as_dict() for r in results]})
     return results
 
@@ -149,7 +149,3 @@ def summarise(handle: StudyHandle, runs: StudyHandle, candidates: list[FrozenTri
 
 def confirmed_choice(study: optuna.Study) -> dict | None:
     return study.user_attrs.get(CONFIRMED_ATTR)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -9,7 +9,6 @@ forced one is recorded as such, with the earlier results kept.
 
 from __future__ import annotations
 
-import datetime
 import math
 import statistics
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import numpy as np
 
 import trainer
 from hpo._confirm import confirmed_choice
+from hpo._format import utc_now
 from hpo._errors import StudyError
 from hpo._objective import _dtype
 from hpo._sampler import trial_seed
@@ -126,14 +126,10 @@ def evaluate(handle: StudyHandle, seeds: int = DEFAULT_SEEDS, force: bool = Fals
         "validation": choice.validation,
         "n_train": len(both),
         "n_test": len(test),
-        "date": _now(),
+        "date": utc_now(),
         "forced": bool(earlier),
     }
     if earlier:
         result["history"] = [*earlier.get("history", []), {k: v for k, v in earlier.items() if k != "history"}]
     handle.study.set_user_attr(TEST_RESULT_ATTR, result)
     return result
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,7 +1,8 @@
-"""How numbers look in tables, for people: short floats, scientific when tiny or huge."""
+"""How values look when shown or stored for people: table cells and timestamps."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
@@ -19,3 +20,8 @@ def fmt(value: Any, digits: int = 4) -> str:
             return f"{value:.{max(digits - 1, 1)}e}"
         return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
     return str(value)
+
+
+def utc_now() -> str:
+    """The current time in UTC, to the second, as ISO 8601 (how studies record dates)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

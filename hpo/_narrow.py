@@ -16,7 +16,6 @@ that records where it came from and starts from the parent's trials inside its r
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo._format import utc_now
 from hpo._errors import SpecError, StudyError
 from hpo._sampler import FINISHED
 from hpo._space import distributions
@@ -384,7 +384,7 @@ def create_child(handle: StudyHandle, narrowing: Narrowing, name: str, trials: i
     lineage = {
         "parent": handle.name,
         "rule": rule,
-        "date": _now(),
+        "date": utc_now(),
         "ranges": narrowing.ranges(widen),
         "best_trials": list(narrowing.best),
         "warm_start": len(warm),
@@ -400,7 +400,3 @@ def create_child(handle: StudyHandle, narrowing: Narrowing, name: str, trials: i
         intermediate_values=dict(t.intermediate_values),
     ) for t in warm])
     return Child(child, len(warm), new_trials)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -7,7 +7,6 @@ shared by every worker on every machine; starting a trial happens under the stud
 
 from __future__ import annotations
 
-import datetime
 import math
 import signal
 import threading
@@ -23,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
 from hpo import __version__
+from hpo._format import utc_now
 from hpo._errors import Interrupted, StorageError, StudyError
 from hpo._objective import Objective
 from hpo._sampler import FINISHED, make_pruner, make_sampler
@@ -72,7 +72,7 @@ def create(spec: StudySpec, url: str, name: str | None = None,
     study.set_user_attr(SPEC_ATTR, spec.to_dict())
     study.set_user_attr("objective", "final-epoch validation accuracy (maximized)")
     study.set_user_attr("hpo_version", __version__)
-    study.set_user_attr("created", _now())
+    study.set_user_attr("created", utc_now())
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
     return StudyHandle(study, spec, url)
@@ -363,7 +363,3 @@ def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
         "seconds": attrs.get("seconds"),
         "reason": attrs.get("reason") or attrs.get("fail_reason"),
     }
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
