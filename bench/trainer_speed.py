@@ -28,6 +28,12 @@ repeat to repeat, so a burst of load from other processes does not always hit th
             any trainer with this NumPy Adam can reach
     overhead  the same epoch of the net shrunk to 8 inputs and 4 units a layer: the fixed
             cost of the NumPy calls and the Python around them
+    torch adam  torch.optim.Adam's steps alone on the same network, default and fused=True,
+            for scale: what Adam costs when it is not one NumPy call per operation
+
+Before and after the repeats, the machine's peak float32 matrix-multiply rate on one thread
+(a 2048^3 product, NumPy and torch). The matrix products of the bound and of inference are
+reported in GFLOP/s next to it, with the rate that 1.3x PyTorch's inference would need.
 
 Then inference on the 10,000 test images for each trained network: `trainer.evaluate` (loss
 and accuracy) against the torch model in eval mode under torch.inference_mode(), both in
@@ -183,6 +189,55 @@ def adam_epoch(net: Net, n: int) -> float:
     return time.perf_counter() - started
 
 
+def torch_adam_epoch(net: Net, n: int, fused: bool) -> float:
+    """Seconds of the epoch's torch.optim.Adam steps alone on the same network, for scale.
+
+    fused=False is torch's default (the multi-tensor "foreach" implementation); fused=True is
+    its single-pass C++ kernel: what an Adam written outside NumPy's one-operation-per-call
+    model costs on this machine.
+    """
+    model = torch_model(trainer.build_network(net.config(seed=0)), net)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
+    generator = torch.Generator().manual_seed(0)
+    for parameter in model.parameters():
+        parameter.grad = 1e-3 * torch.randn(parameter.shape, generator=generator)
+    started = time.perf_counter()
+    for _ in range(n // net.batch):
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def peak_gflops() -> dict[str, float]:
+    """The machine's float32 matrix-multiply rate on one thread: a 2048^3 product, best of 5.
+
+    Nothing that does an epoch's or an inference's arithmetic densely can run faster than
+    this; it turns "x times PyTorch" targets into GFLOP/s that can be checked against it.
+    """
+    size = 2048
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    out = np.empty_like(a)
+    a_t, out_t = torch.from_numpy(a), torch.from_numpy(out.copy())
+    rates = {}
+    for side, product in (("numpy", lambda: np.matmul(a, a, out=out)), ("torch", lambda: torch.mm(a_t, a_t, out=out_t))):
+        best = min(timed(product)[0] for _ in range(5))
+        rates[side] = 2 * size**3 / best / 1e9
+    return rates
+
+
+def inference_flops(net: Net, n: int) -> float:
+    """Floating-point operations of the matrix products of one inference pass over n rows."""
+    sizes = (784, *net.hidden, 10)
+    return 2.0 * n * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def epoch_flops(net: Net, n: int) -> float:
+    """Floating-point operations of the matrix products of one training epoch (what `bound` times)."""
+    sizes = (784, *net.hidden, 10)
+    rows = (n // net.batch) * net.batch
+    per_row = sum((3 if i > 0 else 2) * a * b for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
+    return 2.0 * rows * per_row
+
+
 def overhead_epoch(net: Net, pool: trainer.Dataset) -> float:
     """Seconds of one `fit` epoch of the same net shrunk to 8 inputs and 4 units a hidden layer.
 
@@ -242,11 +297,13 @@ def main() -> None:
     x_t, y_t = torch.tensor(pool.x), torch.tensor(pool.y)
     xtest_t, ytest_t = torch.tensor(test.x), torch.tensor(test.y)
 
-    times = {net.key: {"ours": [], "torch": [], "bound": [], "adam": [], "overhead": []} for net in NETS}
+    times = {net.key: {"ours": [], "torch": [], "bound": [], "adam": [], "torch_adam": [], "torch_adam_fused": [],
+                       "overhead": []} for net in NETS}
     infer = {net.key: {"ours": [], "torch": []} for net in NETS}
     bounds = {net.key: GemmBound(net, n, np.random.default_rng(0)) for net in NETS}
     accuracy = {}
     with threadpool_limits(1):
+        peaks = [peak_gflops()]
         for net in NETS:  # warm-up, untimed: first calls load kernels and fill allocator caches
             few = net.batch * 20
             network = trainer.build_network(net.config(seed=0))
@@ -278,6 +335,8 @@ def main() -> None:
                     if side != "bound":
                         accuracy.setdefault(net.key, {})[f"{side}_train"] = result
                 times[net.key]["adam"].append(adam_epoch(net, n))
+                times[net.key]["torch_adam"].append(torch_adam_epoch(net, n, fused=False))
+                times[net.key]["torch_adam_fused"].append(torch_adam_epoch(net, n, fused=True))
                 times[net.key]["overhead"].append(overhead_epoch(net, pool))
 
                 # inference with the trained networks, interleaved, several passes
@@ -291,10 +350,12 @@ def main() -> None:
             print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(
                 f"{k} ours {times[k]['ours'][-1]:.3f}s torch {times[k]['torch'][-1]:.3f}s "
                 f"bound {times[k]['bound'][-1]:.3f}s" for k in times), flush=True)
-
+        peaks.append(peak_gflops())
+    peak = {side: max(p[side] for p in peaks) for side in ("numpy", "torch")}
+    top = max(peak.values())
     results = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                "train_samples": n, "test_samples": n_test, "inference_batch": args.inference_batch,
-               "repeats": args.repeats, "nets": {}}
+               "repeats": args.repeats, "peak_gflops": peak, "nets": {}}
     print(f"\nOne thread, float32. Training: one epoch on {n:,} images; inference: {n_test:,} test images "
           f"in batches of {args.inference_batch}. Best of {args.repeats} per side (inference: of "
           f"{3 * args.repeats}); ratio = torch time / our time.\n")
@@ -323,6 +384,13 @@ def main() -> None:
                           "torch_samples_per_second": n_test / inference["best_other"],
                           "target": INFERENCE_TARGET, "met": inference_met},
             "adam_alone_best_seconds": min(t["adam"]),
+            "torch_adam_alone_best_seconds": min(t["torch_adam"]),
+            "torch_fused_adam_alone_best_seconds": min(t["torch_adam_fused"]),
+            "bound_gflops": epoch_flops(net, n) / bound["best_other"] / 1e9,
+            "inference_gflops": {"ours": inference_flops(net, n_test) / inference["best"] / 1e9,
+                                 "torch": inference_flops(net, n_test) / inference["best_other"] / 1e9,
+                                 "needed_for_target": INFERENCE_TARGET * inference_flops(net, n_test)
+                                 / inference["best_other"] / 1e9},
             "fixed_overhead_best_seconds": min(t["overhead"]),
             "accuracy": accuracy[net.key],
         }
@@ -341,10 +409,19 @@ def main() -> None:
         adam = min(t["adam"])
         print(f"{'':<4}{'adam':<11}{adam:>8.3f}s of Adam updates alone; bound / (bound + Adam) = "
               f"{bound['best_other'] / (bound['best_other'] + adam):.2f}")
+        torch_adam, fused = min(t["torch_adam"]), min(t["torch_adam_fused"])
+        print(f"{'':<4}{'':<11}{torch_adam:>8.3f}s torch Adam (default), {fused:.3f}s torch Adam(fused=True); "
+              f"bound / (bound + fused) = {bound['best_other'] / (bound['best_other'] + fused):.2f}")
         overhead = min(t["overhead"])
         print(f"{'':<4}{'overhead':<11}{overhead:>8.3f}s for the same epoch on tiny arrays (call overhead); "
               f"bound / (bound + overhead) = {bound['best_other'] / (bound['best_other'] + overhead):.2f}")
-    print("\nTargets are judged on the paired median (torch) and on best/best (bound).")
+        rates = results["nets"][net.key]["inference_gflops"]
+        print(f"{'':<4}{'GFLOP/s':<11}matmuls of the bound {results['nets'][net.key]['bound_gflops']:.1f}; inference: "
+              f"ours {rates['ours']:.1f}, torch {rates['torch']:.1f}; {INFERENCE_TARGET}x torch needs "
+              f"{rates['needed_for_target']:.1f} = {rates['needed_for_target'] / top:.2f} of the peak")
+    print(f"\nPeak float32 matmul rate, one thread (2048^3, best): NumPy {peak['numpy']:.1f} GFLOP/s, "
+          f"torch {peak['torch']:.1f} GFLOP/s.")
+    print("Targets are judged on the paired median (torch) and on best/best (bound).")
     acc = {k: {s: round(v, 4) for s, v in a.items()} for k, a in accuracy.items()}
     print(f"Accuracy after the last epoch measured (a sanity check, not a comparison): {acc}")
     if args.json:
