@@ -184,9 +184,11 @@ def test_predict_is_batch_size_independent_and_returns_a_new_array(rng):
     network.loss(x, rng.integers(0, 3, 53), train=True)  # running statistics move off their start
     whole = network.predict(x)
     assert whole.shape == (53, 3)
-    np.testing.assert_allclose(network.predict(x, batch_size=7), whole, rtol=1e-6)
-    again = network.predict(x[:10])
-    np.testing.assert_allclose(whole[:10], again, rtol=1e-6)  # the first result was not overwritten
+    # float32: a BLAS may order the sums differently for other row counts, so allow rounding
+    np.testing.assert_allclose(network.predict(x, batch_size=7), whole, rtol=1e-5, atol=1e-6)
+    kept = whole.copy()
+    network.predict(2 * x[:10])  # other inputs through the same layers
+    np.testing.assert_array_equal(whole, kept)  # the first result was not overwritten
     assert network.predict(x[:0]).shape == (0, 3)
 
 
