@@ -1,6 +1,6 @@
 """Benchmark: does narrowing (or widening) after 50 trials beat simply running 100?
 
-Run by hand; the lead copies the table into BENCHMARKS.md:
+Run by hand; the table goes into BENCHMARKS.md:
 
     HPO_DATA_DIR=/work/shared/data python bench/narrowing.py            # the book spec, 5 seeds
     HPO_DATA_DIR=/work/shared/data python bench/narrowing.py --seeds 1 --trials 10 --split 5 --epochs 3
