@@ -80,6 +80,11 @@ class Net:
     vs_torch: float  # target: torch time / our time
     of_bound: float  # target: bound time / our time
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer widths, input to output."""
+        return (784, *self.hidden, 10)
+
     def config(self, seed: int) -> trainer.TrainConfig:
         return trainer.TrainConfig(input_size=784, hidden_sizes=self.hidden, output_size=10, activation="relu",
                                    init="he", batch_norm=self.batch_norm, dropout=0.2, optimizer="adam", lr=1e-3,
@@ -155,7 +160,7 @@ class GemmBound:
 
     def __init__(self, net: Net, n: int, rng: np.random.Generator):
         self.steps = n // net.batch
-        sizes = (784, *net.hidden, 10)
+        sizes = net.sizes
         self.layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
             def array(*shape):
@@ -226,13 +231,13 @@ def peak_gflops() -> dict[str, float]:
 
 def inference_flops(net: Net, n: int) -> float:
     """Floating-point operations of the matrix products of one inference pass over n rows."""
-    sizes = (784, *net.hidden, 10)
+    sizes = net.sizes
     return 2.0 * n * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
 def epoch_flops(net: Net, n: int) -> float:
     """Floating-point operations of the matrix products of one training epoch (what `bound` times)."""
-    sizes = (784, *net.hidden, 10)
+    sizes = net.sizes
     rows = (n // net.batch) * net.batch
     per_row = sum((3 if i > 0 else 2) * a * b for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
     return 2.0 * rows * per_row

@@ -68,7 +68,7 @@ def test_zero_init_keeps_every_unit_of_a_layer_identical(mnist):
     # Sigmoid, so that zero weights still pass 0.5 forward and the layers do move. In float64:
     # a BLAS may sum the columns of one product in different orders (edge tiles, vector
     # lanes), so "identical" units differ by rounding; float32 showed 7e-6 of the largest
-    # weight on one machine, float64 leaves about 1e-15. Broken symmetry would differ by
+    # weight on one machine, float64 left none (0.0) there. Broken symmetry would differ by
     # the weights' own size.
     config = five_layer_net(init="zero", activation="sigmoid", epochs=3, dtype="float64")
     network = fit(config, *mnist).network
