@@ -35,26 +35,13 @@ def training_folds(spec: StudySpec, data_dir: str | None = None) -> list[Fold]:
         return [Fold(train, validation)]
     x = np.concatenate([train.x, validation.x])
     y = np.concatenate([train.y, validation.y])
-    folds = _stratified_folds(y, spec.objective.folds, spec.data.split_seed)
+    folds = trainer.stratified_folds(y, spec.objective.folds, spec.data.split_seed)
     result = []
     for held_out in folds:
         keep = np.ones(len(y), dtype=bool)
         keep[held_out] = False
         result.append(Fold(trainer.Dataset(x[keep], y[keep]), trainer.Dataset(x[held_out], y[held_out])))
     return result
-
-
-def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """k disjoint index sets covering y, each with about the same share of every class."""
-    rng = np.random.default_rng(seed)
-    buckets: list[list[np.ndarray]] = [[] for _ in range(k)]
-    offset = 0
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        for i, part in enumerate(np.array_split(members, k)):
-            buckets[(i + offset) % k].append(part)
-        offset += len(members) % k  # rotate, so remainders do not all land in the first fold
-    return [np.sort(np.concatenate(b)) for b in buckets]
 
 
 def _dtype(spec: StudySpec) -> str:

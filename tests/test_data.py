@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import trainer
-import trainer._data as data_module  # SYSTEM_ROOT is moved into tmp_path; read_idx is not re-exported
+import trainer._lookup  # its SYSTEM_ROOT is moved into tmp_path
 from hpo.cli._data import app
 from trainer import (
     REGISTRY,
@@ -30,10 +30,11 @@ from trainer import (
     load_test_split,
     load_training_pool,
     locate,
+    read_idx,
     split_train_validation,
+    stratified_folds,
     verify,
 )
-from trainer._data import read_idx
 
 DATA_DIR = Path(os.environ.get("HPO_DATA_DIR", "/work/shared/data"))
 
@@ -75,7 +76,7 @@ def places(tmp_path, monkeypatch):
     monkeypatch.setenv("HPO_DATA_DIR", str(paths["env"]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(paths["xdg"]))
     monkeypatch.setenv("HOME", str(paths["home"]))
-    monkeypatch.setattr(data_module, "SYSTEM_ROOT", paths["system"])
+    monkeypatch.setattr(trainer._lookup, "SYSTEM_ROOT", paths["system"])
     return paths
 
 
@@ -561,6 +562,76 @@ def test_bad_split_arguments_fail_with_one_clear_line(n_samples, fraction, seed,
 def test_split_needs_a_dataset():
     with pytest.raises(DataError, match=r"pool must be a Dataset \(from load_training_pool\); got tuple"):
         split_train_validation((np.zeros((4, 2)), np.zeros(4)), None, 0.5, 0)
+
+
+def fold_digest(folds: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for fold in folds:
+        h.update(np.asarray(fold, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+SMALL_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 0, 2, 2, 1, 0, 0, 1, 2, 1, 1], dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    ("k", "seed", "expected"),
+    [
+        (3, 0, [[1, 5, 6, 8, 9, 10, 11], [7, 12, 15, 16, 18, 19, 20], [0, 2, 3, 4, 13, 14, 17]]),
+        (4, 7, [[0, 2, 7, 12, 15, 19], [1, 6, 14, 16, 18], [3, 4, 5, 11, 17], [8, 9, 10, 13, 20]]),
+    ],
+)
+def test_folds_are_the_ones_stored_studies_were_judged_on(k, seed, expected):
+    """Pinned from the first implementation: a study with `folds = k` must see the same folds on resume."""
+    assert [f.tolist() for f in stratified_folds(SMALL_LABELS, k, seed)] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "seed", "digest"),
+    [
+        ("digits", 3, 0, "9e11824cef3a8d3b728b5b254a3b1c535422bd28bccf1a535f0b81a92a61293e"),
+        ("digits", 5, 42, "ad18359347665c19e116ebeeeb59c99192bbfcc94142ba6d496b6e8d8ee1db3b"),
+        ("digits", 10, 1, "aa15a218f7987400f2d4fa38c00e8a83eeb2d0b02a5c5a91e88fa62a836d1908"),
+        ("mnist", 5, 3, "179d422cfad0bef3618f0ab3fb164859223cc23605b57c0e2d9152eb3effafda"),
+    ],
+)
+def test_folds_of_real_pools_are_pinned(name, k, seed, digest):
+    assert fold_digest(stratified_folds(load_training_pool(name, DATA_DIR).y, k, seed)) == digest
+
+
+@pytest.mark.parametrize(("class_counts", "k"), [((100, 200, 300, 400), 3), ((7, 5, 11, 1), 4), ((50, 50), 10)])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_folds_are_disjoint_cover_the_labels_and_share_every_class(class_counts, k, seed):
+    """Within a class, fold sizes differ by at most one."""
+    y = indexed_pool(class_counts).y
+    folds = stratified_folds(y, k, seed)
+    assert len(folds) == k
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(y)))
+    for fold in folds:
+        assert np.all(np.diff(fold) > 0)  # sorted, no repeats
+    per_class = np.array([np.bincount(y[fold], minlength=len(class_counts)) for fold in folds])  # (k, classes)
+    assert np.all(per_class.max(axis=0) - per_class.min(axis=0) <= 1)
+    # Remainders rotate: fold sizes differ by at most one too.
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    assert all(np.array_equal(a, b) for a, b in zip(folds, stratified_folds(y, k, seed)))
+
+
+@pytest.mark.parametrize(
+    ("y", "k", "seed", "message"),
+    [
+        (SMALL_LABELS, 1, 0, r"k must be an integer in \[2, 21\], the number of labels; got 1"),
+        (SMALL_LABELS, 22, 0, r"k must be an integer in \[2, 21\], the number of labels; got 22"),
+        (SMALL_LABELS, 3.0, 0, r"k must be an integer in \[2, 21\], the number of labels; got 3\.0"),
+        (SMALL_LABELS, 3, -1, r"seed must be an integer >= 0; got -1"),
+        (SMALL_LABELS.astype(float), 3, 0, r"y must be a 1-D integer array of class labels; got float64 array"),
+        (SMALL_LABELS.reshape(3, 7), 3, 0, r"y must be a 1-D integer array of class labels; got int64 array of shape \(3, 7\)"),
+    ],
+)
+def test_bad_fold_arguments_fail_with_one_clear_line(y, k, seed, message):
+    with pytest.raises(DataError, match=message):
+        stratified_folds(y, k, seed)
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.cli._data import app
-from trainer import REGISTRY, DataError, download, verify
-from trainer._data import DatasetInfo, read_idx  # not re-exported by trainer/__init__.py
+from trainer import REGISTRY, DataError, DatasetInfo, download, read_idx, verify
 
 DATA_DIR = Path(os.environ.get("HPO_DATA_DIR", "/work/shared/data"))
 IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import trainer
-import trainer._data
+import trainer._load
 from hpo import _study
 from hpo._confirm import confirm
 from hpo._errors import StudyError
@@ -139,7 +139,7 @@ def test_search_narrowing_and_confirmation_never_load_the_test_split(tmp_path, m
         raise AssertionError("the test split was loaded outside `hpo study evaluate`")
 
     monkeypatch.setattr(trainer, "load_test_split", refuse)
-    monkeypatch.setattr(trainer._data, "load_test_split", refuse)
+    monkeypatch.setattr(trainer._load, "load_test_split", refuse)
     url = f"sqlite:///{tmp_path / 'isolated.db'}"
     spec = load_spec(write_spec(tmp_path, "iso", trials=6, epochs=2, samples=300, random_trials=3))
     parent = _study.create(spec, url)

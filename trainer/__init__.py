@@ -5,23 +5,12 @@ network and its history. See docs/CONTRACTS.md for what `hpo` may rely on.
 """
 
 from ._config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS, ConfigError, TrainConfig
-from ._data import (
-    REGISTRY,
-    DataError,
-    Dataset,
-    DatasetInfo,
-    FileCheck,
-    Location,
-    cache_root,
-    download,
-    list_datasets,
-    load_test_split,
-    load_training_pool,
-    locate,
-    read_idx,
-    split_train_validation,
-    verify,
-)
+from ._datasets import REGISTRY, DataError, Dataset, DatasetInfo
+from ._download import FileCheck, download, verify
+from ._idx import read_idx
+from ._load import load_test_split, load_training_pool
+from ._lookup import Location, cache_root, list_datasets, locate
+from ._splits import split_train_validation, stratified_folds
 from ._init import initial_weights, weight_std
 from ._layers import (
     Affine,
@@ -61,6 +50,7 @@ __all__ = [
     "locate",
     "read_idx",
     "split_train_validation",
+    "stratified_folds",
     "verify",
     # layers and initial weights
     "Affine",

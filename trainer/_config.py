@@ -1,10 +1,16 @@
-"""The one frozen configuration that describes a network and how it is trained."""
+"""The one frozen configuration that describes a network and how it is trained.
+
+Each field's rule is a small object in `FIELD_RULES`: it checks a value, says the rule in the
+words every message uses, and offers values that break it (for tests). Study specs reuse the
+same rule objects for their own keys.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 INITIALIZERS = ("he", "xavier", "normal", "zero")
@@ -13,12 +19,219 @@ DTYPES = ("float32", "float64")
 
 
 class ConfigError(ValueError):
-    """A configuration value breaks its rule; the message names field, rule and value."""
+    """A configuration value breaks its rule; the message names field, rule and value.
+
+    Attributes:
+        field: the field name.
+        rule: what the field must be, as the message says it after "must be".
+        value: the value received.
+        fix: how to mend it, or None.
+    """
 
     def __init__(self, field: str, rule: str, value: object, fix: str | None = None):
-        self.field, self.rule, self.value = field, rule, value
+        self.field, self.rule, self.value, self.fix = field, rule, value, fix
         message = f"{field} must be {rule}; got {value!r}"
         super().__init__(message + (f" ({fix})" if fix else ""))
+
+
+class Rule:
+    """What one value accepts.
+
+    Attributes:
+        kind: the value's type for people ("integer", "number", "string", ...).
+        text: the rule as a message says it after "must be".
+    """
+
+    kind = "value"
+    text = "a value"
+
+    def validate(self, field: str, value: Any) -> Any:
+        """The value as kept (a list becomes a tuple, a number a float); ConfigError if it breaks the rule."""
+        raise NotImplementedError
+
+    def bad_values(self) -> tuple[Any, ...]:
+        """Values that break the rule, one per way of breaking it (for tests)."""
+        raise NotImplementedError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Integer(Rule):
+    """An integer in [low, high], both ends closed, except the values in `skip`.
+
+    `wording` replaces the generated text where a rule reads better in its own words.
+    """
+
+    low: int | None = None
+    high: int | None = None
+    skip: tuple[int, ...] = ()
+    wording: str = ""
+
+    kind = "integer"
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        if self.wording:
+            return self.wording
+        if self.low is not None and self.high is not None:
+            return f"an integer in [{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"an integer >= {self.low}"
+        if self.high is not None:
+            return f"an integer <= {self.high}"
+        return "an integer"
+
+    def validate(self, field: str, value: Any) -> Any:
+        if (
+            not _is_int(value)
+            or (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+            or value in self.skip
+        ):
+            raise ConfigError(field, self.text, value)
+        return value
+
+    def bad_values(self) -> tuple[Any, ...]:
+        bad: list[Any] = ["many", 2.5, True]
+        if self.low is not None:
+            bad.append(self.low - 1)
+        if self.high is not None:
+            bad.append(self.high + 1)
+        return tuple(bad + list(self.skip))
+
+
+@dataclass(frozen=True)
+class Real(Rule):
+    """A finite number in an interval; `closed` says which ends belong to it.
+
+    closed: "both", "left", "right" or "neither". A missing end is infinite and open.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+
+    kind = "number"
+
+    @property
+    def interval(self) -> str:
+        left = "[" if self.low is not None and self.closed in ("both", "left") else "("
+        right = "]" if self.high is not None and self.closed in ("both", "right") else ")"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{left}{low}, {high}{right}"
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return f"in {self.interval}"
+
+    def _inside(self, value: float) -> bool:
+        if self.low is not None:
+            if value < self.low or (value == self.low and self.closed in ("right", "neither")):
+                return False
+        if self.high is not None:
+            if value > self.high or (value == self.high and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def validate(self, field: str, value: Any) -> Any:
+        if not _is_number(value):
+            raise ConfigError(field, f"a number {self.text}", value)
+        if not math.isfinite(value) or not self._inside(value):
+            raise ConfigError(field, self.text, value)
+        return float(value)
+
+    def bad_values(self) -> tuple[Any, ...]:
+        bad: list[Any] = ["fast", True, math.nan]
+        if self.low is not None:
+            bad.append(self.low - 1.0 if self.closed in ("both", "left") else float(self.low))
+        if self.high is not None:
+            bad.append(self.high + 1.0 if self.closed in ("both", "right") else float(self.high))
+        return tuple(bad)
+
+
+@dataclass(frozen=True)
+class OneOf(Rule):
+    """One of a few strings."""
+
+    choices: tuple[str, ...]
+
+    kind = "string"
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return "one of " + ", ".join(self.choices)
+
+    def validate(self, field: str, value: Any) -> Any:
+        if not isinstance(value, str) or value not in self.choices:
+            raise ConfigError(field, self.text, value)
+        return value
+
+    def bad_values(self) -> tuple[Any, ...]:
+        return ("unknown-" + self.choices[0], self.choices[0].upper() + "!", 3)
+
+
+@dataclass(frozen=True)
+class Flag(Rule):
+    kind = "boolean"
+    text = "true or false"
+
+    def validate(self, field: str, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ConfigError(field, self.text, value)
+        return value
+
+    def bad_values(self) -> tuple[Any, ...]:
+        return ("yes", 1)
+
+
+@dataclass(frozen=True)
+class Sizes(Rule):
+    """A list (kept as a tuple) of positive integers; empty is allowed."""
+
+    kind = "list of integers"
+    text = "a list of positive integers"
+
+    def validate(self, field: str, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple) or not all(_is_int(v) and v >= 1 for v in value):
+            raise ConfigError(field, self.text, value)
+        return value
+
+    def bad_values(self) -> tuple[Any, ...]:
+        return ([0], [100, -1], [1.5], [True], "100")
+
+
+# Every field of TrainConfig, in the order they are checked.
+FIELD_RULES: dict[str, Rule] = {
+    "input_size": Integer(low=1),
+    "output_size": Integer(low=2),
+    "hidden_sizes": Sizes(),
+    "activation": OneOf(ACTIVATIONS),
+    "init": OneOf(INITIALIZERS),
+    "optimizer": OneOf(OPTIMIZERS),
+    "dtype": OneOf(DTYPES),
+    "batch_norm": Flag(),
+    "init_std": Real(0, None, closed="neither"),
+    "dropout": Real(0, 1, closed="left"),
+    "weight_decay": Real(0, None, closed="left"),
+    "lr": Real(0, None, closed="neither"),
+    "momentum": Real(0, 1, closed="left"),
+    "rho": Real(0, 1, closed="left"),
+    "beta1": Real(0, 1, closed="left"),
+    "beta2": Real(0, 1, closed="left"),
+    "epochs": Integer(low=1),
+    "batch_size": Integer(low=1),
+    "seed": Integer(low=0),
+}
 
 
 @dataclass(frozen=True)
@@ -49,58 +262,10 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Specs parsed from TOML give lists; a frozen config holds tuples.
-        if isinstance(self.hidden_sizes, list):
-            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        _check_int(self, "input_size", low=1)
-        _check_int(self, "output_size", low=2)
-        if not isinstance(self.hidden_sizes, tuple):
-            raise ConfigError("hidden_sizes", "a list of positive integers", self.hidden_sizes)
-        for size in self.hidden_sizes:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ConfigError("hidden_sizes", "a list of positive integers", self.hidden_sizes)
-        _check_choice(self, "activation", ACTIVATIONS)
-        _check_choice(self, "init", INITIALIZERS)
-        _check_choice(self, "optimizer", OPTIMIZERS)
-        _check_choice(self, "dtype", DTYPES)
-        if not isinstance(self.batch_norm, bool):
-            raise ConfigError("batch_norm", "true or false", self.batch_norm)
-        _check_float(self, "init_std", "in (0, inf)", lambda v: v > 0)
-        _check_float(self, "dropout", "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_float(self, "weight_decay", "in [0, inf)", lambda v: v >= 0)
-        _check_float(self, "lr", "in (0, inf)", lambda v: v > 0)
-        _check_float(self, "momentum", "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_float(self, "rho", "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_float(self, "beta1", "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_float(self, "beta2", "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_int(self, "epochs", low=1)
-        _check_int(self, "batch_size", low=1)
-        _check_int(self, "seed", low=0)
+        # Specs parsed from TOML give lists and ints; a frozen config holds tuples and floats.
+        for name, rule in FIELD_RULES.items():
+            object.__setattr__(self, name, rule.validate(name, getattr(self, name)))
 
     def replace(self, **changes: object) -> "TrainConfig":
         """A copy with some fields changed (validated like a new config)."""
         return dataclasses.replace(self, **changes)
-
-
-FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def _check_int(config: TrainConfig, name: str, low: int) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(name, f"an integer >= {low}", value)
-
-
-def _check_float(config: TrainConfig, name: str, rule: str, ok) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, f"a number {rule}", value)
-    if not math.isfinite(value) or not ok(value):
-        raise ConfigError(name, rule, value)
-    object.__setattr__(config, name, float(value))
-
-
-def _check_choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(config, name)
-    if value not in choices:
-        raise ConfigError(name, "one of " + ", ".join(choices), value)
