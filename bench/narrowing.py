@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpo import _study  # noqa: E402
 from hpo._evaluate import evaluate  # noqa: E402
-from hpo._narrow import create_child, narrow_study  # noqa: E402
+from hpo._child import create_child, narrow_study  # noqa: E402
 from hpo._spec import load_spec  # noqa: E402
 from hpo._storage import Heartbeat  # noqa: E402
 

@@ -42,7 +42,8 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from hpo._confirm import confirmed_choice  # noqa: E402
 from hpo._errors import StudyError  # noqa: E402
 from hpo._figures import KINDS, file_stem  # noqa: E402,F401  (re-exported)
-from hpo._narrow import DEFAULT_MARGIN, WARM_START_ATTR, Narrowing, describe, narrow, trainer_check  # noqa: E402
+from hpo._child import WARM_START_ATTR  # noqa: E402
+from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe, narrow, trainer_check  # noqa: E402
 from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec  # noqa: E402
 from hpo._study import SPEC_ATTR  # noqa: E402
 

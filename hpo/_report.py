@@ -18,7 +18,8 @@ from hpo._confirm import confirmed_choice
 from hpo._errors import StudyError
 from hpo._format import fmt
 from hpo._evaluate import TEST_RESULT_ATTR
-from hpo._narrow import Narrowing, describe, narrow_study
+from hpo._child import WARM_START_ATTR, narrow_study
+from hpo._narrow import Narrowing, describe
 from hpo._plots import KINDS, render
 from hpo._storage import mask_url
 from hpo._study import LINEAGE_ATTR, StudyHandle, count_states, list_studies, ranked
@@ -184,7 +185,7 @@ def _best_section(handle: StudyHandle) -> list[str]:
         return ["<h2>Best trials</h2><p class='note'>No complete trial yet.</p>"]
     names = [p.name for p in handle.spec.search]
     rows = [[f"Best-{i}", t.number, t.value, *[t.params.get(n) for n in names], t.user_attrs.get("epochs"),
-             "warm start" if "warm_start" in t.user_attrs else t.user_attrs.get("phase", "-")]
+             "warm start" if WARM_START_ATTR in t.user_attrs else t.user_attrs.get("phase", "-")]
             for i, t in enumerate(best, 1)]
     return ["<h2>Best trials</h2>", _table(["rank", "trial", "validation accuracy", *names, "epochs", "phase"], rows)]
 

@@ -14,7 +14,7 @@ from hpo import _study
 from hpo._confirm import confirm
 from hpo._errors import StudyError
 from hpo._evaluate import TEST_RESULT_ATTR, choose, evaluate
-from hpo._narrow import create_child, narrow_study
+from hpo._child import create_child, narrow_study
 from hpo._spec import load_spec
 from hpo._storage import Heartbeat
 from hpo.cli import app

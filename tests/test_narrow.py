@@ -13,16 +13,8 @@ from typer.testing import CliRunner
 
 from hpo import _study
 from hpo._errors import StudyError
-from hpo._narrow import (
-    DEFAULT_MARGIN,
-    create_child,
-    describe,
-    narrow,
-    narrow_study,
-    select_best,
-    trainer_check,
-    warm_start_trials,
-)
+from hpo._child import create_child, narrow_study, warm_start_trials
+from hpo._narrow import DEFAULT_MARGIN, describe, narrow, select_best, trainer_check
 from hpo._space import distributions
 from hpo._spec import CategoricalParam, FloatParam, IntParam, load_spec
 from hpo.cli import app

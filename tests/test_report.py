@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo import _study
-from hpo._narrow import create_child, narrow_study
+from hpo._child import create_child, narrow_study
 from hpo._report import build
 from hpo._space import distributions
 from hpo._spec import load_spec

@@ -13,7 +13,8 @@ from hpo import _study
 from hpo._errors import StudyError
 from hpo._evaluate import DEFAULT_SEEDS, check_first, choose
 from hpo._evaluate import evaluate as run_evaluate
-from hpo._narrow import DEFAULT_MARGIN, Narrowing, create_child, describe, narrow_study, warm_start_trials
+from hpo._child import create_child, narrow_study, warm_start_trials
+from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe
 from hpo._figures import KINDS, file_stem
 from hpo._storage import Heartbeat, mask_url
 from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
