@@ -5,14 +5,7 @@ a matplotlib Figure that is not registered with pyplot, so nothing leaks between
 figure's panels carry a label (`ax.get_label()`: "pair:lr,weight_decay", "strip:lr", "curve:1",
 …) so tests and callers can find them; colorbars keep matplotlib's "<colorbar>" label.
 
-Kinds:
-    ranges        where the best trials lie, the narrowed box over the old range (the signature figure)
-    curves        learning curves of the best trials, validation solid and train dashed
-    history       best so far against trial number, random / TPE / warm-start phases marked
-    importance    fANOVA parameter importances (Optuna's own plot)
-    optimizers    validation accuracy by optimizer choice
-    intermediate  per-epoch validation accuracy of every trial, pruned ones visible
-    confirm       the confirmed configurations: mean and spread over seeds beside the single run
+The kinds, their titles and which `plot_*` function draws each are declared in `hpo/_figures.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +14,7 @@ import itertools
 import math
 import textwrap
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpo._confirm import confirmed_choice  # noqa: E402
 from hpo._errors import StudyError  # noqa: E402
-from hpo._figures import KINDS, file_stem  # noqa: E402,F401  (re-exported)
+from hpo._figures import FIGURES, KINDS  # noqa: E402
 from hpo._child import WARM_START_ATTR  # noqa: E402
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe, narrow, trainer_check  # noqa: E402
 from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec  # noqa: E402
@@ -647,26 +640,19 @@ def plot_confirm(study: optuna.Study) -> Figure:
 # Rendering and saving
 
 
-PLOTTERS = {
-    "ranges": plot_ranges,
-    "curves": plot_curves,
-    "history": plot_history,
-    "importance": plot_importance,
-    "optimizers": plot_optimizers,
-    "intermediate": plot_intermediate,
-    "confirm": plot_confirm,
-}
+def drawer(kind: str) -> Callable[..., Figure]:
+    """The function that draws a kind, as `hpo/_figures.py` declares it."""
+    if kind not in FIGURES:
+        raise StudyError(f"unknown figure kind '{kind}'; known: {', '.join(KINDS)}")
+    return globals()[FIGURES[kind].drawer]
 
 
 def render(study: optuna.Study, kind: str, top: int | None = None) -> Figure:
-    """One figure by kind; `top` is the best-K of `ranges` and `curves`."""
-    if kind not in PLOTTERS:
-        raise StudyError(f"unknown figure kind '{kind}'; known: {', '.join(KINDS)}")
-    if kind == "ranges":
-        return plot_ranges(study, top=top)
-    if kind == "curves":
-        return plot_curves(study, top=top or CURVES_TOP)
-    return PLOTTERS[kind](study)
+    """One figure by kind; `top` is the best-K of the kinds that take one (ranges, curves)."""
+    draw = drawer(kind)
+    if FIGURES[kind].takes_top and top:
+        return draw(study, top=top)
+    return draw(study)
 
 
 def save(fig: Figure, path: Path, dpi: int = 90) -> Path:

@@ -20,7 +20,8 @@ from hpo._format import fmt
 from hpo._evaluate import TEST_RESULT_ATTR
 from hpo._child import WARM_START_ATTR, narrow_study
 from hpo._narrow import Narrowing, describe
-from hpo._plots import KINDS, render
+from hpo._figures import FIGURES, KINDS
+from hpo._plots import render
 from hpo._storage import mask_url
 from hpo._study import LINEAGE_ATTR, StudyHandle, count_states, list_studies, ranked
 
@@ -40,22 +41,6 @@ figcaption { color: #555; font-size: 0.9em; }
 .warn { color: #8c3fb8; } .note { color: #666; font-style: italic; }
 .result { font-size: 1.3em; font-weight: bold; }
 """
-
-CAPTIONS = {
-    "ranges": "Where the best trials lie. Each dot is a complete trial coloured by validation accuracy; red rings "
-              "mark the best ones; the dashed box is the range searched, the orange box the narrowed range, a "
-              "dotted box the range `--widen` would search where the best crowd an edge.",
-    "curves": "Learning curves of the best trials (validation solid, train dashed), titled Best-k with their "
-              "final validation accuracy.",
-    "history": "Validation accuracy of each finished trial in order, with the best so far; the random phase on "
-               "log scales and the TPE phase are coloured apart.",
-    "importance": "How much of the variation in validation accuracy each parameter explains (fANOVA).",
-    "optimizers": "Validation accuracy by optimizer choice.",
-    "intermediate": "Validation accuracy per epoch of every trial; pruned trials end in an x.",
-    "confirm": "The best configurations retrained with fresh seeds: each seed, mean ± sd, and the single run "
-               "that made them look best in the search.",
-}
-
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
@@ -122,7 +107,7 @@ def build(handle: StudyHandle, top: int | None = None, dpi: int = 80, kinds: tup
             continue
         parts.append(f"<figure id='fig-{kind}'><img alt='{_e(kind)} figure' "
                      f"src='data:image/png;base64,{_png(fig, dpi)}'><figcaption><b>{_e(kind)}</b>: "
-                     f"{_e(CAPTIONS[kind])}</figcaption></figure>")
+                     f"{_e(FIGURES[kind].caption)}</figcaption></figure>")
     parts.append("<h2>Spec</h2><pre>" + _e(spec.to_toml()) + "</pre>")
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     parts.append(f"<p class='note'>Made by hpo {_e(__version__)} on {_e(stamp)}.</p></body></html>")

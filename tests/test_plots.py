@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -15,7 +18,9 @@ from typer.testing import CliRunner
 from hpo import _study
 from hpo._confirm import confirm
 from hpo._errors import StudyError
-from hpo._plots import KINDS, panels, plot_curves, plot_ranges, render, render_all, save
+from hpo import _plots
+from hpo._figures import FIGURES, KINDS
+from hpo._plots import drawer, panels, plot_curves, plot_ranges, render, render_all, save
 from hpo._space import distributions
 from hpo._spec import load_spec, parse_spec
 from hpo.cli import app
@@ -190,6 +195,30 @@ def test_figures_that_do_not_apply_say_why(kind, message):
     with pytest.raises(StudyError) as caught:
         render(made_up(BOOK), kind)
     assert str(caught.value) == message
+
+
+def test_every_declared_kind_has_a_title_a_caption_and_a_drawer():
+    assert KINDS == tuple(FIGURES) and len(KINDS) == len(set(KINDS))
+    for name, kind in FIGURES.items():
+        assert kind.name == name
+        assert kind.title and kind.caption.endswith(".")
+        draw = drawer(name)
+        assert draw is getattr(_plots, kind.drawer) and draw.__name__.startswith("plot_")
+        # The best-K reaches exactly the drawers that take it.
+        assert ("top" in inspect.signature(draw).parameters) == kind.takes_top
+
+
+def test_the_kinds_are_listed_without_importing_matplotlib():
+    code = "import sys, hpo._figures as f; print(len(f.KINDS), 'matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(KINDS)), "False"]
+
+
+def test_the_best_k_reaches_the_kinds_that_take_it():
+    study = made_up(BOOK)
+    assert len([p for p in panels(render(study, "curves", top=3)) if p.startswith("curve:")]) == 3
+    assert len([p for p in panels(render(study, "curves")) if p.startswith("curve:")]) == _plots.CURVES_TOP
 
 
 def test_plot_all_skips_what_does_not_apply_and_draws_the_rest(tmp_path):

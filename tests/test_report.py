@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from html.parser import HTMLParser
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from hpo import _study
 from hpo._child import create_child, narrow_study
+from hpo._figures import FIGURES
 from hpo._report import build
 from hpo._space import distributions
 from hpo._spec import load_spec
@@ -94,6 +96,11 @@ def test_report_is_one_self_contained_page_with_every_section(family):
     assert "optimizers: not drawn (study &#x27;book&#x27; does not search the optimizer" in page
     assert "Best-1" in page and "crowds the upper edge" in page
     assert "[search.lr]" in page  # the spec, as TOML
+    for name, kind in FIGURES.items():  # each kind is drawn with its caption, or says why not
+        drawn = f"<figure id='fig-{name}'>" in page
+        assert drawn == (name != "optimizers")
+        if drawn:
+            assert html.escape(kind.caption) in page
 
 
 def test_report_of_a_child_shows_its_lineage(family):
