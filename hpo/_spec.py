@@ -1,8 +1,12 @@
 """Study specs: TOML files parsed into frozen dataclasses, validated once, stored whole in the study.
 
 A spec has the sections [study], [data], [model], [training], [search.<name>], [sampler],
-[pruner] and [objective]. Every key is known; anything else is an error naming the file, the key,
-the rule and the value received.
+[pruner] and [objective]. Every key is declared once, with its section, type, default, rule and
+meaning: the keys of [study], [data], [sampler], [pruner] and [objective] in the metadata of the
+dataclass fields below, the trainer keys of [model] and [training] in `TRAINER_KEYS` (their
+rules and defaults are the trainer's own). The parser, its messages, `to_dict`/`to_toml`, the
+reference in docs/spec.md (`reference()`) and the tests all read those declarations.
+Anything undeclared is an error naming the file, the key, the rule and the value received.
 """
 
 from __future__ import annotations
@@ -14,25 +18,102 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from trainer import REGISTRY, ConfigError, TrainConfig
+from trainer import (
+    FIELD_RULES,
+    REGISTRY,
+    ConfigError,
+    Flag,
+    Integer,
+    OneOf,
+    Real,
+    Rule,
+    TrainConfig,
+)
 
 from hpo._errors import SpecError
 
 DATASETS = tuple(REGISTRY)
-
-# Trainer fields a spec may fix or search, by the section they belong to. `hidden_layers` and
-# `hidden_units` are shorthands for `hidden_sizes` = [units] * layers, so depth and width can be
-# searched as integers.
-MODEL_FIELDS = (
-    "hidden_sizes", "hidden_layers", "hidden_units", "activation", "init", "init_std",
-    "batch_norm", "dropout", "weight_decay", "dtype",
-)
-TRAINING_FIELDS = (
-    "optimizer", "lr", "momentum", "rho", "beta1", "beta2", "epochs", "batch_size",
-)
-SEARCHABLE = tuple(f for f in MODEL_FIELDS + TRAINING_FIELDS if f not in ("hidden_sizes", "dtype"))
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    """A string of min_length to max_length characters, not all blank when min_length > 0."""
+
+    min_length: int = 0
+    max_length: int | None = None
+
+    kind = "string"
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        if self.max_length is None:
+            return "a string"
+        return f"{self.min_length} to {self.max_length} characters"
+
+    def validate(self, field: str, value: Any) -> Any:
+        if (
+            not isinstance(value, str)
+            or (self.min_length > 0 and not value.strip())
+            or len(value) < self.min_length
+            or (self.max_length is not None and len(value) > self.max_length)
+        ):
+            raise ConfigError(field, self.text, value)
+        return value
+
+    def bad_values(self) -> tuple[Any, ...]:
+        bad: list[Any] = [3, True]
+        if self.min_length > 0:
+            bad += ["", "   "]
+        if self.max_length is not None:
+            bad.append("x" * (self.max_length + 1))
+        return tuple(bad)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One spec key: where it goes, what it accepts, what it is when left out, what it means.
+
+    Attributes:
+        section: "study", "data", "model", "training", "sampler", "pruner" or "objective".
+        name: the key inside its section.
+        rule: checks a value and words the rule in messages and docs.
+        default: the value when the key is left out; dataclasses.MISSING when required;
+            None when leaving it out means something of its own (said in `help`).
+        help: what the key means, for the docs.
+        example: a valid value for docs and tests where the default is not one.
+        searchable: a trainer key that a [search.<name>] table may search instead.
+    """
+
+    section: str
+    name: str
+    rule: Rule
+    default: Any
+    help: str
+    example: Any = None
+    searchable: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"[{self.section}] {self.name}"
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    @property
+    def sample(self) -> Any:
+        """A valid value of the key: the example if declared, else the default."""
+        return self.default if self.example is None else self.example
+
+
+def key(rule: Rule, help: str, default: Any = dataclasses.MISSING, example: Any = None) -> Any:
+    """A dataclass field that is also a spec key; its section comes from `SECTIONS`."""
+    meta = {"spec_key": (rule, help, example)}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -74,40 +155,85 @@ SearchParam = Union[FloatParam, IntParam, CategoricalParam]
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = "digits"
-    samples: int | None = None  # training samples drawn from the pool; None: the whole pool
-    validation_fraction: float = 0.2
-    split_seed: int = 0
+    dataset: str = key(OneOf(DATASETS), "the data set (`hpo data list` shows where its files are)", "digits")
+    samples: int | None = key(
+        Integer(), "samples drawn from the training pool, 2 to the pool size; left out: the whole pool",
+        None, example=500)
+    validation_fraction: float = key(
+        Real(0, 1, closed="neither"), "share of the samples held out to score each trial", 0.2)
+    split_seed: int = key(Integer(low=0), "seed of the draw and the split, the same for every trial", 0)
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    kind: str = "tpe"  # "random" searches at random throughout (a baseline)
-    random_trials: int = 10  # random trials on log scales before TPE takes over
-    multivariate: bool = True
+    kind: str = key(OneOf(SAMPLERS), "tpe: random trials, then TPE; random: at random throughout (a baseline)",
+                    "tpe")
+    random_trials: int = key(Integer(low=0), "random trials on log scales before TPE takes over", 10)
+    multivariate: bool = key(Flag(), "TPE models the parameters jointly rather than one by one", True)
 
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    kind: str = "none"
-    startup_trials: int = 5  # median: trials that finish before any pruning
-    warmup_epochs: int = 5  # median: epochs of each trial before it may be pruned
-    min_epochs: int = 1  # successive halving / hyperband: the smallest budget
-    reduction_factor: int = 3
+    kind: str = key(OneOf(PRUNERS), "what stops hopeless trials early", "none")
+    startup_trials: int = key(Integer(low=0), "median: trials that finish before any pruning", 5)
+    warmup_epochs: int = key(Integer(low=0), "median: epochs of each trial before it may be pruned", 5)
+    min_epochs: int = key(Integer(low=1), "successive halving, hyperband: the smallest budget in epochs", 1)
+    reduction_factor: int = key(
+        Integer(low=2), "successive halving, hyperband: 1 in this many trials goes on to the next rung", 3)
 
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    repeats: int = 1  # training runs with different seeds per trial, averaged
-    folds: int = 1  # > 1: k-fold cross-validation on the training samples
+    repeats: int = key(Integer(low=1), "training runs with different seeds per trial, averaged", 1)
+    folds: int = key(
+        Integer(low=1, high=20, skip=(2,), wording="1 (a single validation split) or 3 to 20"),
+        "k-fold cross-validation on the training samples when more than 1", 1)
+
+
+# The trainer's fields a spec may fix ([model], [training]) or search ([search.<name>]). Rules
+# and defaults are the trainer's (`trainer.FIELD_RULES`, `TrainConfig`), except for the two
+# shorthands `hidden_layers` and `hidden_units`: hidden_sizes = [units] * layers, so that depth
+# and width can be searched as integers.
+def _trainer_key(section: str, name: str, help: str, searchable: bool = True) -> Key:
+    return Key(section, name, FIELD_RULES[name], getattr(TrainConfig, name), help, searchable=searchable)
+
+
+_SIZES = TrainConfig.hidden_sizes
+
+TRAINER_KEYS: tuple[Key, ...] = (
+    _trainer_key("model", "hidden_sizes", "widths of the hidden layers, input side first", searchable=False),
+    Key("model", "hidden_layers", Integer(low=0), len(_SIZES),
+        "number of hidden layers, each hidden_units wide (instead of hidden_sizes)", searchable=True),
+    Key("model", "hidden_units", Integer(low=1), _SIZES[0],
+        "width of every hidden layer (instead of hidden_sizes)", searchable=True),
+    _trainer_key("model", "activation", "activation of the hidden layers"),
+    _trainer_key("model", "init", "initial weights: he, xavier, normal (init_std) or zero"),
+    _trainer_key("model", "init_std", "standard deviation of the initial weights when init = normal"),
+    _trainer_key("model", "batch_norm", "batch normalization after each hidden affine layer"),
+    _trainer_key("model", "dropout", "probability of dropping a hidden unit while training"),
+    _trainer_key("model", "weight_decay", "L2 penalty 1/2 * weight_decay * ||W||^2 on weight matrices"),
+    _trainer_key("model", "dtype", "float type of data and weights", searchable=False),
+    _trainer_key("training", "optimizer", "the update rule"),
+    _trainer_key("training", "lr", "learning rate"),
+    _trainer_key("training", "momentum", "momentum and nesterov: velocity decay"),
+    _trainer_key("training", "rho", "rmsprop: decay of the squared-gradient average"),
+    _trainer_key("training", "beta1", "adam: decay of the gradient average"),
+    _trainer_key("training", "beta2", "adam: decay of the squared-gradient average"),
+    _trainer_key("training", "epochs", "passes over the training samples; the pruners' steps"),
+    _trainer_key("training", "batch_size", "samples per gradient step"),
+)
+TRAINER = {k.name: k for k in TRAINER_KEYS}
+MODEL_FIELDS = tuple(k.name for k in TRAINER_KEYS if k.section == "model")
+TRAINING_FIELDS = tuple(k.name for k in TRAINER_KEYS if k.section == "training")
+SEARCHABLE = tuple(k.name for k in TRAINER_KEYS if k.searchable)
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    name: str
-    seed: int = 0
-    trials: int = 100  # the default target of `hpo study run`
-    description: str = ""
+    name: str = key(Text(1, 200), "the study's name in its storage", example="my-study")
+    seed: int = key(Integer(low=0), "seed of the sampler and of every trial's training runs", 0)
+    trials: int = key(Integer(low=1), "the default target of `hpo study run`", 100)
+    description: str = key(Text(), "what the study is for, for people", "")
     data: DataSpec = field(default_factory=DataSpec)
     fixed: dict[str, Any] = field(default_factory=dict)  # trainer fields held constant
     search: tuple[SearchParam, ...] = ()
@@ -117,7 +243,7 @@ class StudySpec:
 
     @property
     def epochs(self) -> int:
-        return int(self.fixed.get("epochs", TrainConfig.epochs))
+        return int(self.fixed.get("epochs", TRAINER["epochs"].default))
 
     def param(self, name: str) -> SearchParam:
         for p in self.search:
@@ -133,9 +259,8 @@ class StudySpec:
         layers = values.pop("hidden_layers", None)
         units = values.pop("hidden_units", None)
         if layers is not None or units is not None:
-            default = values.get("hidden_sizes", TrainConfig.hidden_sizes)
-            layers = len(default) if layers is None else layers
-            units = (default[0] if default else 100) if units is None else units
+            layers = TRAINER["hidden_layers"].default if layers is None else layers
+            units = TRAINER["hidden_units"].default if units is None else units
             values["hidden_sizes"] = (int(units),) * int(layers)
         return TrainConfig(input_size=input_size, output_size=output_size, seed=seed, **values)
 
@@ -145,49 +270,76 @@ class StudySpec:
     # The stored form: a plain JSON-ready dict in the TOML layout, so that a study describes
     # itself and `run` needs only the name and the storage.
     def to_dict(self) -> dict[str, Any]:
-        model = {k: v for k, v in self.fixed.items() if k in MODEL_FIELDS}
-        training = {k: v for k, v in self.fixed.items() if k in TRAINING_FIELDS}
-        for key, value in model.items():
-            if isinstance(value, tuple):
-                model[key] = list(value)
+        fixed = {k: list(v) if isinstance(v, tuple) else v for k, v in self.fixed.items()}
         search: dict[str, Any] = {}
         for p in self.search:
             if isinstance(p, CategoricalParam):
                 search[p.name] = {"type": "categorical", "choices": list(p.choices)}
             else:
                 search[p.name] = {"type": p.kind, "low": p.low, "high": p.high, "log": p.log}
-        data = dataclasses.asdict(self.data)
-        if data["samples"] is None:
-            del data["samples"]
-        return {
-            "study": {"name": self.name, "seed": self.seed, "trials": self.trials,
-                      "description": self.description},
-            "data": data,
-            "model": model,
-            "training": training,
-            "search": search,
-            "sampler": dataclasses.asdict(self.sampler),
-            "pruner": dataclasses.asdict(self.pruner),
-            "objective": dataclasses.asdict(self.objective),
-        }
+        doc: dict[str, Any] = {}
+        for section, holder in _holders(self).items():
+            if holder is not None:
+                doc[section] = _section_dict(holder)
+            else:
+                doc[section] = {k: v for k, v in fixed.items() if TRAINER[k].section == section}
+        doc["search"] = search
+        return {s: doc[s] for s in SECTION_ORDER}
 
     def to_toml(self) -> str:
         """The spec as TOML text (the inverse of `parse_spec`)."""
         lines: list[str] = []
         doc = self.to_dict()
-        for section in ("study", "data", "model", "training"):
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in doc[section].items()]
-            lines.append("")
-        for name, body in doc["search"].items():
-            lines.append(f"[search.{name}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
-            lines.append("")
-        for section in ("sampler", "pruner", "objective"):
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in doc[section].items()]
-            lines.append("")
+        for section in SECTION_ORDER:
+            tables = doc[section].items() if section == "search" else [(section, doc[section])]
+            for name, body in tables:
+                lines.append(f"[search.{name}]" if section == "search" else f"[{section}]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+                lines.append("")
         return "\n".join(lines)
+
+
+# Sections whose keys are the fields of a dataclass, and where the spec keeps each one.
+SECTIONS: dict[str, type] = {
+    "study": StudySpec,
+    "data": DataSpec,
+    "sampler": SamplerSpec,
+    "pruner": PrunerSpec,
+    "objective": ObjectiveSpec,
+}
+SECTION_ORDER = ("study", "data", "model", "training", "search", "sampler", "pruner", "objective")
+
+
+def _holders(spec: StudySpec) -> dict[str, Any]:
+    """Section -> the dataclass holding its keys; None for the trainer sections (in spec.fixed)."""
+    return {"study": spec, "data": spec.data, "model": None, "training": None,
+            "sampler": spec.sampler, "pruner": spec.pruner, "objective": spec.objective}
+
+
+def _section_dict(holder: Any) -> dict[str, Any]:
+    # None stands for a key left out (TOML has no null), so it is not written.
+    values = {k.name: getattr(holder, k.name) for k in _dataclass_keys("", type(holder))}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _dataclass_keys(section: str, cls: type) -> tuple[Key, ...]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        if "spec_key" in f.metadata:
+            rule, help, example = f.metadata["spec_key"]
+            keys.append(Key(section, f.name, rule, f.default, help, example))
+    return tuple(keys)
+
+
+def keys(section: str | None = None) -> tuple[Key, ...]:
+    """Every declared spec key in document order, or those of one section."""
+    found: list[Key] = []
+    for name in SECTION_ORDER:
+        if name in SECTIONS:
+            found += _dataclass_keys(name, SECTIONS[name])
+        else:
+            found += [k for k in TRAINER_KEYS if k.section == name]
+    return tuple(k for k in found if section is None or k.section == section)
 
 
 def _toml_value(value: Any) -> str:
@@ -201,11 +353,54 @@ def _toml_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
+def reference() -> str:
+    """The reference of every spec key as Markdown: the text of docs/spec.md."""
+    lines = [
+        "# Study spec keys",
+        "",
+        "Generated from the declarations in `hpo/_spec.py` by `hpo._spec.reference()`; a test checks",
+        "that this file matches them. A key left out takes its default; an unknown key is an error.",
+        "",
+    ]
+    for section in SECTION_ORDER:
+        if section == "search":
+            lines += [
+                "## [search.NAME]",
+                "",
+                "One table per searched key; NAME is one of: " + ", ".join(SEARCHABLE) + ".",
+                "A searched key cannot also be fixed in [model] or [training].",
+                "",
+                "| key | type | rule | meaning |",
+                "|---|---|---|---|",
+                "| type | string | one of float, int, categorical | how values are drawn |",
+                "| low, high | number | finite, low < high; low > 0 when log = true | the range, both ends "
+                "included (float and int) |",
+                "| log | boolean | true or false (default false) | draw uniformly on a log scale |",
+                "| choices | list | a non-empty list of distinct strings, numbers or booleans | the values "
+                "(categorical) |",
+                "",
+            ]
+            continue
+        lines += [f"## [{section}]", "", "| key | type | default | rule | meaning |", "|---|---|---|---|---|"]
+        for k in keys(section):
+            if k.required:
+                default = "required"
+            elif k.default is None:
+                default = "left out"
+            else:
+                default = f"`{_toml_value(k.default)}`"
+            meaning = k.help + (" (searchable)" if k.searchable else "")
+            lines.append(f"| {k.name} | {k.rule.kind} | {default} | {k.rule.text} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a TOML spec file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows may start the file with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file; the bundled specs are in studies/") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -226,9 +421,15 @@ class _Parser:
     def __init__(self, source: str):
         self.source = source
 
-    def fail(self, key: str, rule: str, value: Any = dataclasses.MISSING, fix: str = "") -> SpecError:
+    def fail(self, key: str, rule: str, value: Any = dataclasses.MISSING, fix: str | None = "") -> SpecError:
+        if isinstance(value, tuple):  # the spec wrote a list
+            value = list(value)
         got = "" if value is dataclasses.MISSING else f"; got {value!r}"
         return SpecError(f"{self.source}: {key} {rule}{got}" + (f" ({fix})" if fix else ""))
+
+    def broken(self, where: str, exc: ConfigError) -> SpecError:
+        """A rule's ConfigError, said of a spec key."""
+        return self.fail(where, f"must be {exc.rule}", exc.value, exc.fix)
 
     def table(self, document: dict[str, Any], name: str) -> dict[str, Any]:
         value = document.get(name, {})
@@ -237,83 +438,81 @@ class _Parser:
         return value
 
     def known(self, table: dict[str, Any], section: str, allowed: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in allowed:
+        for name in table:
+            if name not in allowed:
                 raise self.fail(
-                    f"[{section}] {key}", "is not a known key", fix="known keys: " + ", ".join(allowed)
+                    f"[{section}] {name}", "is not a known key", fix="known keys: " + ", ".join(allowed)
                 )
 
-    def typed(self, table: dict, section: str, key: str, kind: type | tuple, default: Any) -> Any:
-        if key not in table:
+    def typed(self, table: dict, section: str, name: str, kind: type | tuple, default: Any) -> Any:
+        if name not in table:
             return default
-        value = table[key]
+        value = table[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         is_bool = isinstance(value, bool)
         if (is_bool and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join({int: "an integer", float: "a number", str: "a string",
                                  bool: "true or false"}[k] for k in kinds)
-            raise self.fail(f"[{section}] {key}", f"must be {names}", value)
+            raise self.fail(f"[{section}] {name}", f"must be {names}", value)
         return value
 
-    def int_at_least(self, table: dict, section: str, key: str, low: int, default: Any) -> Any:
-        value = self.typed(table, section, key, int, default)
-        if value is not None and value < low:
-            raise self.fail(f"[{section}] {key}", f"must be an integer >= {low}", value)
-        return value
+    def section(self, document: dict[str, Any], section: str) -> dict[str, Any]:
+        """The checked values of one dataclass section's keys, as given (defaults left to the dataclass)."""
+        table = self.table(document, section)
+        declared = keys(section)
+        self.known(table, section, tuple(k.name for k in declared))
+        values = {}
+        for k in declared:
+            if k.name not in table:
+                if k.required:
+                    raise self.fail(k.label, "is required", fix=f"add {k.name} = {_toml_value(k.example)}")
+                continue
+            try:
+                values[k.name] = k.rule.validate(k.name, table[k.name])
+            except ConfigError as exc:
+                raise self.broken(k.label, exc) from None
+        return values
 
     def parse(self, document: dict[str, Any]) -> StudySpec:
         if not isinstance(document, dict):
             raise self.fail("spec", "must be a TOML document of tables", document)
-        sections = ("study", "data", "model", "training", "search", "sampler", "pruner", "objective")
-        for key in document:
-            if key not in sections:
-                raise self.fail(f"[{key}]", "is not a known section", fix="known: " + ", ".join(sections))
+        for name in document:
+            if name not in SECTION_ORDER:
+                raise self.fail(f"[{name}]", "is not a known section", fix="known: " + ", ".join(SECTION_ORDER))
 
-        study = self.table(document, "study")
-        self.known(study, "study", ("name", "seed", "trials", "description"))
-        if "name" not in study:
-            raise self.fail("[study] name", "is required", fix='add name = "my-study"')
-        name = self.typed(study, "study", "name", str, None)
-        if not name.strip() or len(name) > 200:
-            raise self.fail("[study] name", "must be 1 to 200 characters", name)
-        seed = self.int_at_least(study, "study", "seed", 0, 0)
-        trials = self.int_at_least(study, "study", "trials", 1, 100)
-        description = self.typed(study, "study", "description", str, "")
-
-        data = self.parse_data(self.table(document, "data"))
+        study = self.section(document, "study")
+        data = DataSpec(**self.section(document, "data"))
+        self.check_samples(data)
         fixed = self.parse_fixed(document)
         search = self.parse_search(self.table(document, "search"), fixed)
-        sampler = self.parse_sampler(self.table(document, "sampler"))
-        pruner = self.parse_pruner(self.table(document, "pruner"))
-        objective = self.parse_objective(self.table(document, "objective"), data)
-        spec = StudySpec(name=name, seed=seed, trials=trials, description=description, data=data,
-                         fixed=fixed, search=search, sampler=sampler, pruner=pruner,
-                         objective=objective)
-        self.check_configs(spec)
-        return spec
+        return StudySpec(
+            **study, data=data, fixed=fixed, search=search,
+            sampler=SamplerSpec(**self.section(document, "sampler")),
+            pruner=PrunerSpec(**self.section(document, "pruner")),
+            objective=ObjectiveSpec(**self.section(document, "objective")),
+        )
 
-    def parse_data(self, table: dict[str, Any]) -> DataSpec:
-        self.known(table, "data", ("dataset", "samples", "validation_fraction", "split_seed"))
-        dataset = self.typed(table, "data", "dataset", str, DataSpec.dataset)
-        if dataset not in DATASETS:
-            raise self.fail("[data] dataset", "must be one of " + ", ".join(DATASETS), dataset)
-        samples = self.int_at_least(table, "data", "samples", 2, None)
-        fraction = self.typed(table, "data", "validation_fraction", (int, float), 0.2)
-        if not 0 < fraction < 1:
-            raise self.fail("[data] validation_fraction", "must be in (0, 1)", fraction)
-        split_seed = self.int_at_least(table, "data", "split_seed", 0, 0)
-        return DataSpec(dataset, samples, float(fraction), split_seed)
+    def check_samples(self, data: DataSpec) -> None:
+        pool = REGISTRY[data.dataset].pool_size
+        if data.samples is not None and not 2 <= data.samples <= pool:
+            raise self.fail("[data] samples", f"must be in [2, {pool}], the pool size of {data.dataset}",
+                            data.samples, fix=f"use at most {pool}, or leave samples out for the whole pool")
 
     def parse_fixed(self, document: dict[str, Any]) -> dict[str, Any]:
         fixed: dict[str, Any] = {}
         for section, allowed in (("model", MODEL_FIELDS), ("training", TRAINING_FIELDS)):
             table = self.table(document, section)
             self.known(table, section, allowed)
-            for key, value in table.items():
+            for name, value in table.items():
                 if isinstance(value, dict):
-                    raise self.fail(f"[{section}] {key}", "must be a value, not a table",
-                                    fix=f"search it with a [search.{key}] table instead")
-                fixed[key] = tuple(value) if isinstance(value, list) else value
+                    raise self.fail(f"[{section}] {name}", "must be a value, not a table",
+                                    fix=f"search it with a [search.{name}] table instead")
+                try:
+                    TRAINER[name].rule.validate(name, value)
+                except ConfigError as exc:
+                    raise self.broken(f"[{section}] {name}", exc) from None
+                # Kept as written (an int stays an int) so that the stored form does not change.
+                fixed[name] = tuple(value) if isinstance(value, list) else value
         if "hidden_sizes" in fixed and ({"hidden_layers", "hidden_units"} & fixed.keys()):
             raise self.fail("[model] hidden_sizes", "cannot be combined with hidden_layers/hidden_units")
         return fixed
@@ -321,103 +520,61 @@ class _Parser:
     def parse_search(self, table: dict[str, Any], fixed: dict[str, Any]) -> tuple[SearchParam, ...]:
         params: list[SearchParam] = []
         for name, body in table.items():
-            key = f"[search.{name}]"
+            where = f"[search.{name}]"
             if name not in SEARCHABLE:
-                raise self.fail(key, "is not a searchable trainer field",
+                raise self.fail(where, "is not a searchable trainer field",
                                 fix="searchable: " + ", ".join(SEARCHABLE))
             if name in fixed:
-                raise self.fail(key, "is also fixed in [model] or [training]", fix="keep one of the two")
+                raise self.fail(where, "is also fixed in [model] or [training]", fix="keep one of the two")
             if name in ("hidden_layers", "hidden_units") and "hidden_sizes" in fixed:
-                raise self.fail(key, "cannot be searched while [model] hidden_sizes is fixed",
+                raise self.fail(where, "cannot be searched while [model] hidden_sizes is fixed",
                                 fix="fix hidden_layers/hidden_units instead")
             if not isinstance(body, dict):
-                raise self.fail(key, "must be a table with type = float, int or categorical", body)
-            kind = body.get("type")
-            section = f"search.{name}"
-            if kind == "categorical":
-                self.known(body, section, ("type", "choices"))
-                choices = body.get("choices")
-                if not isinstance(choices, list) or not choices:
-                    raise self.fail(f"{key} choices", "must be a non-empty list", choices)
-                if len(set(map(repr, choices))) != len(choices):
-                    raise self.fail(f"{key} choices", "must not repeat a value", choices)
-                for choice in choices:
-                    if not isinstance(choice, (str, int, float, bool)):
-                        raise self.fail(f"{key} choices", "must hold strings, numbers or booleans", choice)
-                params.append(CategoricalParam(name, tuple(choices)))
-            elif kind in ("float", "int"):
-                self.known(body, section, ("type", "low", "high", "log"))
-                number = (int, float) if kind == "float" else int
-                for bound in ("low", "high"):
-                    if bound not in body:
-                        raise self.fail(f"{key} {bound}", "is required")
-                low = self.typed(body, section, "low", number, None)
-                high = self.typed(body, section, "high", number, None)
-                log = self.typed(body, section, "log", bool, False)
-                if not (math.isfinite(low) and math.isfinite(high)):
-                    raise self.fail(f"{key}", "low and high must be finite", (low, high))
-                if low >= high:
-                    raise self.fail(f"{key}", f"low must be < high; got low={low!r}, high={high!r}")
-                if log and low <= 0:
-                    raise self.fail(f"{key} low", "must be > 0 when log = true", low,
-                                    fix="use a positive low such as 1e-8, or log = false")
-                if kind == "float":
-                    params.append(FloatParam(name, float(low), float(high), log))
-                else:
-                    params.append(IntParam(name, low, high, log))
-            else:
-                raise self.fail(f"{key} type", "must be float, int or categorical", kind)
+                raise self.fail(where, "must be a table with type = float, int or categorical", body)
+            param = self.parse_param(name, body)
+            # Every value the search can reach is checked by the key's rule at the ends of its range.
+            values = param.choices if isinstance(param, CategoricalParam) else (param.low, param.high)
+            for value in values:
+                try:
+                    TRAINER[name].rule.validate(name, value)
+                except ConfigError as exc:
+                    raise self.broken(where, exc) from None
+            params.append(param)
         return tuple(params)
 
-    def parse_sampler(self, table: dict[str, Any]) -> SamplerSpec:
-        self.known(table, "sampler", ("kind", "random_trials", "multivariate"))
-        kind = self.typed(table, "sampler", "kind", str, SamplerSpec.kind)
-        if kind not in SAMPLERS:
-            raise self.fail("[sampler] kind", "must be one of " + ", ".join(SAMPLERS), kind)
-        random_trials = self.int_at_least(table, "sampler", "random_trials", 0, SamplerSpec.random_trials)
-        multivariate = self.typed(table, "sampler", "multivariate", bool, True)
-        return SamplerSpec(kind, random_trials, multivariate)
-
-    def parse_pruner(self, table: dict[str, Any]) -> PrunerSpec:
-        keys = ("kind", "startup_trials", "warmup_epochs", "min_epochs", "reduction_factor")
-        self.known(table, "pruner", keys)
-        kind = self.typed(table, "pruner", "kind", str, "none")
-        if kind not in PRUNERS:
-            raise self.fail("[pruner] kind", "must be one of " + ", ".join(PRUNERS), kind)
-        return PrunerSpec(
-            kind=kind,
-            startup_trials=self.int_at_least(table, "pruner", "startup_trials", 0, 5),
-            warmup_epochs=self.int_at_least(table, "pruner", "warmup_epochs", 0, 5),
-            min_epochs=self.int_at_least(table, "pruner", "min_epochs", 1, 1),
-            reduction_factor=self.int_at_least(table, "pruner", "reduction_factor", 2, 3),
-        )
-
-    def parse_objective(self, table: dict[str, Any], data: DataSpec) -> ObjectiveSpec:
-        self.known(table, "objective", ("repeats", "folds"))
-        repeats = self.int_at_least(table, "objective", "repeats", 1, 1)
-        folds = self.int_at_least(table, "objective", "folds", 1, 1)
-        if folds == 2 or folds > 20:
-            raise self.fail("[objective] folds", "must be 1 (a single validation split) or 3 to 20", folds)
-        return ObjectiveSpec(repeats, folds)
-
-    def check_configs(self, spec: StudySpec) -> None:
-        """Build a trainer config at each end of every searched range, so bad values fail now."""
-        for p in spec.search:
-            values = p.choices if isinstance(p, CategoricalParam) else (p.low, p.high)
-            for value in values:
-                self.check_one(spec, {p.name: value}, p)
-        self.check_one(spec, {}, None)
-
-    def check_one(self, spec: StudySpec, params: dict[str, Any], param: SearchParam | None) -> None:
-        try:
-            spec.train_config(params, seed=0, input_size=1, output_size=2)
-        except ConfigError as exc:
-            if param is not None and exc.field in (param.name, "hidden_sizes"):
-                where = f"[search.{param.name}]"
-            else:
-                section = "training" if exc.field in TRAINING_FIELDS else "model"
-                where = f"[{section}] {exc.field}"
-            rule = str(exc).split(" must ", 1)[1]
-            raise self.fail(where, "must " + rule) from None
-        except TypeError as exc:  # a value of the wrong type reached a dataclass field
-            raise self.fail("[model]/[training]", f"has a value of the wrong type ({exc})") from None
+    def parse_param(self, name: str, body: dict[str, Any]) -> SearchParam:
+        where, section = f"[search.{name}]", f"search.{name}"
+        kind = body.get("type")
+        if kind == "categorical":
+            self.known(body, section, ("type", "choices"))
+            choices = body.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise self.fail(f"{where} choices", "must be a non-empty list", choices)
+            if len(set(map(repr, choices))) != len(choices):
+                raise self.fail(f"{where} choices", "must not repeat a value", choices)
+            for choice in choices:
+                if not isinstance(choice, (str, int, float, bool)):
+                    raise self.fail(f"{where} choices", "must hold strings, numbers or booleans", choice)
+            return CategoricalParam(name, tuple(choices))
+        if kind not in ("float", "int"):
+            raise self.fail(f"{where} type", "must be float, int or categorical", kind)
+        self.known(body, section, ("type", "low", "high", "log"))
+        if kind == "float" and isinstance(TRAINER[name].rule, Integer):
+            raise self.fail(f"{where} type", "must be int for an integer key", kind, fix='use type = "int"')
+        number = (int, float) if kind == "float" else int
+        for bound in ("low", "high"):
+            if bound not in body:
+                raise self.fail(f"{where} {bound}", "is required")
+        low = self.typed(body, section, "low", number, None)
+        high = self.typed(body, section, "high", number, None)
+        log = self.typed(body, section, "log", bool, False)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise self.fail(where, f"low and high must be finite; got low={low!r}, high={high!r}")
+        if low >= high:
+            raise self.fail(where, f"low must be < high; got low={low!r}, high={high!r}")
+        if log and low <= 0:
+            raise self.fail(f"{where} low", "must be > 0 when log = true", low,
+                            fix="use a positive low such as 1e-8, or log = false")
+        if kind == "float":
+            return FloatParam(name, float(low), float(high), log)
+        return IntParam(name, low, high, log)

@@ -4,7 +4,20 @@ One entry point drives it: `fit(config, train, validation, callback)` returns th
 network and its history. See docs/CONTRACTS.md for what `hpo` may rely on.
 """
 
-from ._config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS, ConfigError, TrainConfig
+from ._config import (
+    ACTIVATIONS,
+    FIELD_RULES,
+    INITIALIZERS,
+    OPTIMIZERS,
+    ConfigError,
+    Flag,
+    Integer,
+    OneOf,
+    Real,
+    Rule,
+    Sizes,
+    TrainConfig,
+)
 from ._datasets import REGISTRY, DataError, Dataset, DatasetInfo
 from ._download import FileCheck, download, verify
 from ._idx import read_idx
@@ -31,9 +44,16 @@ from ._train import EpochMetrics, FitResult, History, evaluate, fit
 __all__ = [
     # configuration
     "ACTIVATIONS",
+    "FIELD_RULES",
     "INITIALIZERS",
     "OPTIMIZERS",
     "ConfigError",
+    "Flag",
+    "Integer",
+    "OneOf",
+    "Real",
+    "Rule",
+    "Sizes",
     "TrainConfig",
     # data
     "REGISTRY",
