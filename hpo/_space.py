@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import BaseTrial
 
 from hpo._spec import CategoricalParam, FloatParam, IntParam, SearchParam
 
@@ -28,8 +28,16 @@ def distributions(search: tuple[SearchParam, ...]) -> dict[str, BaseDistribution
     return {p.name: distribution(p) for p in search}
 
 
-def suggest(trial: optuna.Trial, search: tuple[SearchParam, ...]) -> dict[str, Any]:
-    """Ask the trial for a value of every searched parameter (log-uniform where `log` is set)."""
+def suggest(trial: BaseTrial, search: tuple[SearchParam, ...]) -> dict[str, Any]:
+    """Ask the trial for a value of every searched parameter (log-uniform where `log` is set).
+
+    Args:
+        trial: a running trial, or a FixedTrial to replay given values.
+        search: the spec's search parameters.
+
+    Returns:
+        Parameter name -> value, in the order of `search`.
+    """
     params: dict[str, Any] = {}
     for p in search:
         if isinstance(p, FloatParam):

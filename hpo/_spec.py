@@ -157,8 +157,9 @@ SearchParam = Union[FloatParam, IntParam, CategoricalParam]
 class DataSpec:
     dataset: str = key(OneOf(DATASETS), "the data set (`hpo data list` shows where its files are)", "digits")
     samples: int | None = key(
-        Integer(), "samples drawn from the training pool, 2 to the pool size; left out: the whole pool",
-        None, example=500)
+        Integer(), "samples drawn from the training pool, 2 to its size ("
+        + ", ".join(f"{name} {info.pool_size}" for name, info in REGISTRY.items())
+        + "); left out: the whole pool", None, example=500)
     validation_fraction: float = key(
         Real(0, 1, closed="neither"), "share of the samples held out to score each trial", 0.2)
     split_seed: int = key(Integer(low=0), "seed of the draw and the split, the same for every trial", 0)
@@ -211,7 +212,7 @@ TRAINER_KEYS: tuple[Key, ...] = (
     _trainer_key("model", "init_std", "standard deviation of the initial weights when init = normal"),
     _trainer_key("model", "batch_norm", "batch normalization after each hidden affine layer"),
     _trainer_key("model", "dropout", "probability of dropping a hidden unit while training"),
-    _trainer_key("model", "weight_decay", "L2 penalty 1/2 * weight_decay * ||W||^2 on weight matrices"),
+    _trainer_key("model", "weight_decay", "L2 penalty: weight_decay / 2 times the sum of squared weights (not biases)"),
     _trainer_key("model", "dtype", "float type of data and weights", searchable=False),
     _trainer_key("training", "optimizer", "the update rule"),
     _trainer_key("training", "lr", "learning rate"),
@@ -381,7 +382,9 @@ def reference() -> str:
                 "",
             ]
             continue
-        lines += [f"## [{section}]", "", "| key | type | default | rule | meaning |", "|---|---|---|---|---|"]
+        trainer = section not in SECTIONS
+        columns = ["key", "type", "default", "rule"] + (["searchable"] if trainer else []) + ["meaning"]
+        lines += [f"## [{section}]", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
         for k in keys(section):
             if k.required:
                 default = "required"
@@ -389,8 +392,8 @@ def reference() -> str:
                 default = "left out"
             else:
                 default = f"`{_toml_value(k.default)}`"
-            meaning = k.help + (" (searchable)" if k.searchable else "")
-            lines.append(f"| {k.name} | {k.rule.kind} | {default} | {k.rule.text} | {meaning} |")
+            cells = [k.name, k.rule.kind, default, k.rule.text] + (["yes" if k.searchable else "no"] if trainer else [])
+            lines.append("| " + " | ".join(cells + [k.help]) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -1,13 +1,17 @@
 """Study specs: the bundled ones parse, round-trip, and every bad spec gets its one-line message."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from hpo import SpecError, load_spec, parse_spec
-from hpo._spec import CategoricalParam, FloatParam
+from hpo._spec import SEARCHABLE, SECTIONS, TRAINER, CategoricalParam, FloatParam, keys, reference
+from helpers import hpo
+from trainer import REGISTRY
 
-STUDIES = Path(__file__).resolve().parent.parent / "studies"
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = REPO / "studies"
 
 GOOD = """
 [study]
@@ -84,6 +88,17 @@ BAD_SPECS = [
     ('[study]\nname = "t"\n[pruner]\nreduction_factor = 1\n', r"\[pruner\] reduction_factor must be an integer >= 2; got 1"),
     ('[study]\nname = "t"\n[model]\nbatch_norm = "yes"\n', r"\[model\] batch_norm must be true or false; got 'yes'"),
     ('[study]\nname = "t"\n[objective]\nfolds = 2\n', r"\[objective\] folds must be 1 \(a single validation split\) or 3 to 20; got 2"),
+    # A bad fixed value is reported under its own key, not under the first searched one.
+    ('[study]\nname = "t"\n[model]\nhidden_sizes = [0]\n[search.lr]\ntype = "float"\nlow = 0.01\nhigh = 0.1\n',
+     r"\[model\] hidden_sizes must be a list of positive integers; got \[0\]$"),
+    ('[study]\nname = "t"\n[data]\nsamples = 5000\n', r"\[data\] samples must be in \[2, 1438\], the pool size of digits; got 5000 "
+     r"\(use at most 1438, or leave samples out for the whole pool\)$"),
+    ('[study]\nname = "t"\n[data]\nsamples = 1\n', r"\[data\] samples must be in \[2, 1438\], the pool size of digits; got 1"),
+    ('[study]\nname = "t"\n[model]\nhidden_layers = -1\n', r"\[model\] hidden_layers must be an integer >= 0; got -1$"),
+    ('[study]\nname = "t"\n[search.hidden_units]\ntype = "categorical"\nchoices = [32, "wide"]\n',
+     r"\[search.hidden_units\] must be an integer >= 1; got 'wide'$"),
+    ('[study]\nname = "t"\n[search.epochs]\ntype = "float"\nlow = 1\nhigh = 9\n',
+     r"\[search.epochs\] type must be int for an integer key; got 'float' \(use type = \"int\"\)$"),
     ('[study]\nname = "t"\n[extra]\nx = 1\n', r"\[extra\] is not a known section"),
     ('[study\nname = "t"\n', r"not valid TOML"),
 ]
@@ -109,3 +124,123 @@ def test_good_minimal_spec_uses_defaults(tmp_path):
     path.write_text(GOOD)
     spec = load_spec(path)
     assert spec.sampler.kind == "tpe" and spec.pruner.kind == "none" and spec.trials == 100
+
+
+def test_a_spec_file_may_start_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_spec(path).name == "t"
+
+
+def test_samples_above_the_pool_are_refused_at_create(tmp_path):
+    spec = tmp_path / "big.toml"
+    spec.write_text('[study]\nname = "big"\n[data]\ndataset = "digits"\nsamples = 1439\n')
+    result = hpo("study", "create", str(spec), "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: {spec}: [data] samples must be in [2, 1438], the pool size of digits; "
+                             "got 1439 (use at most 1438, or leave samples out for the whole pool)\n")
+
+
+def test_the_pool_sizes_are_the_registry_s():
+    for name, info in REGISTRY.items():
+        most = {"study": {"name": "t"}, "data": {"dataset": name, "samples": info.pool_size}}
+        assert parse_spec(most).data.samples == info.pool_size
+        with pytest.raises(SpecError, match=rf"the pool size of {name}"):
+            parse_spec({**most, "data": {"dataset": name, "samples": info.pool_size + 1}})
+
+
+# Everything below is generated from the key declarations: a key added there is parsed,
+# checked, stored, written as TOML and documented without another edit.
+
+def document(section, name, value):
+    doc = {"study": {"name": "t"}}
+    doc.setdefault(section, {})[name] = value
+    return doc
+
+
+BAD_VALUES = [(k, bad) for k in keys() for bad in k.rule.bad_values()]
+
+
+@pytest.mark.parametrize("k,bad", BAD_VALUES, ids=[f"{k.section}.{k.name}={bad!r}" for k, bad in BAD_VALUES])
+def test_every_generated_bad_value_is_refused_naming_section_and_key(k, bad):
+    with pytest.raises(SpecError) as info:
+        parse_spec(document(k.section, k.name, bad), source="s.toml")
+    shown = list(bad) if isinstance(bad, (list, tuple)) else bad
+    message = str(info.value)
+    assert message.startswith(f"s.toml: {k.label} must be ")
+    assert k.rule.text in message and message.endswith(f"; got {shown!r}")
+
+
+SEARCHED_BAD = [(TRAINER[name], bad) for name in SEARCHABLE for bad in TRAINER[name].rule.bad_values()
+                if isinstance(bad, (str, int, float, bool))]
+
+
+@pytest.mark.parametrize("k,bad", SEARCHED_BAD, ids=[f"search.{k.name}={bad!r}" for k, bad in SEARCHED_BAD])
+def test_a_bad_choice_of_a_searched_key_is_refused_naming_the_search_table(k, bad):
+    doc = {"study": {"name": "t"}, "search": {k.name: {"type": "categorical", "choices": [bad]}}}
+    with pytest.raises(SpecError, match=r"^s\.toml: \[search\." + k.name + r"\] must be ") as info:
+        parse_spec(doc, source="s.toml")
+    assert k.rule.text in str(info.value)
+
+
+@pytest.mark.parametrize("k", keys(), ids=lambda k: f"{k.section}.{k.name}")
+def test_every_declared_key_round_trips_through_the_stored_form_and_toml(k, tmp_path):
+    spec = parse_spec(document(k.section, k.name, k.sample))
+    stored = spec.to_dict()
+    expected = list(k.sample) if isinstance(k.sample, tuple) else k.sample
+    assert stored[k.section][k.name] == expected
+    assert parse_spec(stored) == spec
+    path = tmp_path / "again.toml"
+    path.write_text(spec.to_toml())
+    assert load_spec(path) == spec
+    assert f"| {k.name} |" in reference()
+
+
+def test_dataclass_defaults_are_the_declared_ones():
+    spec = parse_spec({"study": {"name": "t"}})
+    holders = {"study": spec, "data": spec.data, "sampler": spec.sampler, "pruner": spec.pruner,
+               "objective": spec.objective}
+    assert set(holders) == set(SECTIONS)
+    for section, holder in holders.items():
+        for k in keys(section):
+            if not k.required:
+                assert getattr(holder, k.name) == k.default, k.label
+    # A key left out is left out of the stored form too, so old studies keep their exact form.
+    assert "samples" not in spec.to_dict()["data"] and spec.data.samples is None
+    assert spec.fixed == {} and spec.train_config({}, seed=0, input_size=4, output_size=2).lr == TRAINER["lr"].default
+
+
+def test_required_keys_say_how_to_add_them():
+    for k in keys():
+        if k.required:
+            doc = {"study": {"name": "t"}}
+            del doc[k.section][k.name]
+            with pytest.raises(SpecError, match=re.escape(f"{k.label} is required (add {k.name} = ")):
+                parse_spec(doc)
+
+
+def test_the_spec_reference_in_docs_is_the_generated_one():
+    # Regenerate with: python -c "from hpo._spec import reference; open('docs/spec.md', 'w').write(reference())"
+    assert (REPO / "docs" / "spec.md").read_text() == reference()
+
+
+def test_stored_specs_keep_their_exact_form():
+    # The stored form of a spec that sets every section: the layout studies in storage already have.
+    spec = load_spec(STUDIES / "mnist.toml")
+    assert spec.to_dict() == {
+        "study": {"name": "mnist", "seed": 0, "trials": 100,
+                  "description": "MNIST: learning rate, weight decay, dropout and optimizer, with pruning"},
+        "data": {"dataset": "mnist", "samples": 5000, "validation_fraction": 0.2, "split_seed": 0},
+        "model": {"hidden_sizes": [100, 100, 100, 100], "activation": "relu", "init": "he", "batch_norm": True},
+        "training": {"epochs": 20, "batch_size": 100},
+        "search": {
+            "lr": {"type": "float", "low": 1e-5, "high": 0.1, "log": True},
+            "weight_decay": {"type": "float", "low": 1e-8, "high": 0.01, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5, "log": False},
+            "optimizer": {"type": "categorical", "choices": ["sgd", "momentum", "adagrad", "rmsprop", "adam"]},
+        },
+        "sampler": {"kind": "tpe", "random_trials": 20, "multivariate": True},
+        "pruner": {"kind": "median", "startup_trials": 10, "warmup_epochs": 4, "min_epochs": 1,
+                   "reduction_factor": 3},
+        "objective": {"repeats": 1, "folds": 1},
+    }
