@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import sqlite3
@@ -12,8 +13,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo import _study
-from hpo._errors import StudyError
 from hpo._child import create_child, narrow_study, warm_start_trials
+from hpo._errors import StudyError
 from hpo._narrow import DEFAULT_MARGIN, describe, narrow, select_best, trainer_check
 from hpo._space import distributions
 from hpo._spec import CategoricalParam, FloatParam, IntParam, load_spec
@@ -45,6 +46,15 @@ def filler(n, **params):
 
 # ---------------------------------------------------------------------------------------
 # Selecting the best trials
+
+
+def test_the_rule_reads_and_writes_no_study():
+    """The narrowing maths imports nothing that opens storage or creates studies (that is hpo/_child.py)."""
+    tree = ast.parse((REPO / "hpo" / "_narrow.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert imported <= {"__future__", "math", "collections.abc", "dataclasses", "typing", "optuna.trial",
+                        "hpo._errors", "hpo._spec"}, imported
 
 
 def test_top_k_selects_the_best_by_value_with_ties_included():
