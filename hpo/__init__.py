@@ -1,11 +1,17 @@
 """hpo: hyperparameter optimization of the NumPy trainer with Optuna."""
 
-__version__ = "0.1.0"
-
-from hpo._errors import HpoError, Interrupted, SpecError, StorageError, StudyError  # noqa: E402
-from hpo._spec import StudySpec, load_spec, parse_spec  # noqa: E402
-from hpo._storage import DEFAULT_STORAGE, Heartbeat, mask_url, open_storage, resolve_url  # noqa: E402
-from hpo._study import (  # noqa: E402
+from hpo._errors import HpoError, Interrupted, SpecError, StorageError, StudyError
+from hpo._spec import StudySpec, load_spec, parse_spec
+from hpo._storage import (
+    DEFAULT_STORAGE,
+    Heartbeat,
+    StorageURL,
+    mask_url,
+    open_storage,
+    resolve_storage,
+    resolve_url,
+)
+from hpo._study import (
     StudyHandle,
     best_trial,
     create,
@@ -15,6 +21,7 @@ from hpo._study import (  # noqa: E402
     ranked,
     run,
 )
+from hpo._version import __version__
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -23,6 +30,7 @@ __all__ = [
     "Interrupted",
     "SpecError",
     "StorageError",
+    "StorageURL",
     "StudyError",
     "StudyHandle",
     "StudySpec",
@@ -37,6 +45,7 @@ __all__ = [
     "open_study",
     "parse_spec",
     "ranked",
+    "resolve_storage",
     "resolve_url",
     "run",
 ]

@@ -78,14 +78,14 @@ def companion(handle: StudyHandle) -> StudyHandle:
     """The study holding the confirmation runs; created on first use."""
     name = handle.name + SUFFIX
     try:
-        return open_study(name, handle.url, Heartbeat())
+        return open_study(name, handle.storage_url, Heartbeat())
     except StudyError:
         spec = handle.spec.replace(
             name=name, sampler=SamplerSpec(kind="random"), pruner=PrunerSpec(kind="none"),
             objective=ObjectiveSpec(repeats=1, folds=handle.spec.objective.folds))
         lineage = {"parent": handle.name, "rule": "confirmation runs", "date": utc_now()}
-        create(spec, handle.url, extra_attrs={QUEUE_ONLY_ATTR: True, LINEAGE_ATTR: lineage})
-        return open_study(name, handle.url, Heartbeat())
+        create(spec, handle.storage_url, extra_attrs={QUEUE_ONLY_ATTR: True, LINEAGE_ATTR: lineage})
+        return open_study(name, handle.storage_url, Heartbeat())
 
 
 def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
@@ -99,7 +99,7 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
         raise StudyError(f"study '{handle.name}' has no complete trial to confirm; "
                          f"run it first with `hpo study run {handle.name}`")
     runs = companion(handle)
-    with study_lock(runs.url, runs.name):
+    with study_lock(runs.storage_url, runs.name):
         have = {(t.user_attrs.get("confirms_trial"), t.user_attrs.get("repeat"))
                 for t in runs.trials((*FINISHED, TrialState.RUNNING, TrialState.WAITING))}
         for trial in candidates:

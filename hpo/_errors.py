@@ -19,3 +19,9 @@ class StudyError(HpoError):
 
 class Interrupted(HpoError):
     """The user pressed Ctrl-C; the running trial was recorded as failed."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (of the driver's error under SQLAlchemy's wrapper)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

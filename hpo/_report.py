@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hpo import __version__
+from hpo._version import __version__
 from hpo._confirm import SUFFIX as CONFIRM_SUFFIX
 from hpo._confirm import confirmed_choice
 from hpo._errors import StudyError

@@ -18,6 +18,7 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import _optuna_internals as internals
 from hpo._spec import PrunerSpec, SamplerSpec, StudySpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -57,8 +58,10 @@ class TrialSeededSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._inner = self._make(trial_seed(self._seed, trial.number, stream=1))
-        n_finished = len(study._get_trials(deepcopy=False, states=FINISHED, use_cache=False))
-        study._storage.set_trial_user_attr(trial._trial_id, "phase", self.phase(n_finished))
+        # get_trials reads the storage, not the study's per-thread cache: other workers finish
+        # trials too, and the phase must count them.
+        n_finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        internals.set_trial_user_attr(study, trial, "phase", self.phase(n_finished))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(

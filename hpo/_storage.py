@@ -1,93 +1,195 @@
-"""Storage URLs, the Optuna storage behind them, and a lock shared by every worker of a study.
+"""The storage gateway: storage URLs, the Optuna storage behind them, and each study's lock.
 
-SQLite is the default (one file, one machine, many processes); PostgreSQL or MySQL/MariaDB when
-several machines share a study; an Optuna journal file (`journal:PATH`) also works.
+A storage URL is parsed once, at the boundary, into a `StorageURL` (`resolve_storage`). One table,
+`BACKENDS`, says what each kind of storage does: how its URL is normalised, how it is opened, how
+a worker claims a trial on it, how a whole study is read and written in bulk. SQLite is the default
+(one file, one machine, many processes); PostgreSQL or MySQL/MariaDB when several machines share a
+study; an Optuna journal file (`journal:PATH`) also works. No other module looks inside a URL:
+they pass the value on and print `StorageURL.masked`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
+import re
 import sqlite3
-import threading
 import warnings
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from hpo._errors import StorageError
+from hpo import _optuna_internals as internals
+from hpo._errors import StorageError, first_line
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
+URL_FORMS = "sqlite:///file.db, postgresql+psycopg://user@host/db, journal:PATH"
+URL_EXAMPLE = "postgresql+psycopg://user@server/db"
+URL_HELP = "use sqlite:///path/to/file.db, postgresql+psycopg://user@host/db or journal:PATH"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat before a RUNNING trial counts as dead
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the SQLite lock instead of failing
-URL_HELP = "use sqlite:///path/to/file.db, postgresql+psycopg://user@host/db or journal:PATH"
+CONNECT_TIMEOUT = 10  # seconds to reach a database server
+# hpo's own lock file beside a SQLite or journal file. Not `PATH.lock`: that is the lock file of
+# Optuna's JournalFileBackend, which would wait for hpo's lock and then break it.
+LOCK_SUFFIX = "-hpo.lock"
+
+_JOURNAL = "journal:"
+_SECRET_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token", "key", "sslpassword"})
 
 
-def resolve_url(url: str | None) -> str:
-    """The storage URL to use: the flag, then $HPO_STORAGE, then the default SQLite file."""
-    url = url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
-    return _normalise(url)
+@dataclass(frozen=True)
+class StorageURL:
+    """A storage URL, parsed and normalised once. Make one with `resolve_storage`.
+
+    `url` is the full URL for opening (it may hold a password: never print it); `masked` is the
+    same with every secret replaced by ***, and is what str() and repr() show.
+    """
+
+    backend: str  # a key of BACKENDS
+    url: str = field(repr=False)
+    masked: str
+    path: Path | None = None  # the file of a SQLite database or of a journal
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.masked!r})"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        return self.path if self.backend == "sqlite" else None
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***; safe to print and to store."""
-    if url.startswith("journal:"):
-        return url
+def resolve_storage(value: str | StorageURL | None = None) -> StorageURL:
+    """The storage to use: `value` (a command's flag), else $HPO_STORAGE, else `sqlite:///hpo.db`.
+
+    Raises StorageError with one line (secrets masked) when the URL is malformed or its backend
+    is not supported.
+    """
+    if isinstance(value, StorageURL):
+        return value
+    return _parse(value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)
+
+
+def resolve_url(value: str | StorageURL | None) -> str:
+    """The full URL string of `resolve_storage(value)`; prefer the StorageURL itself."""
+    return resolve_storage(value).url
+
+
+def backend_name(url: str | StorageURL) -> str:
+    return _as_storage_url(url).backend
+
+
+def _as_storage_url(url: str | StorageURL) -> StorageURL:
+    return url if isinstance(url, StorageURL) else _parse(url)
+
+
+def _parse(text: str) -> StorageURL:
+    if text.startswith(_JOURNAL):
+        return BACKENDS["journal"].parse(text, None)
+    text = _quote_password(text)
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(text)
     except (ArgumentError, ValueError):
-        # Unparseable: hide whatever sits between ':' and '@' after the scheme.
-        head, sep, tail = url.partition("://")
-        if sep and "@" in tail:
-            creds, _, host = tail.rpartition("@")
-            user = creds.split(":", 1)[0]
-            return f"{head}://{user}:***@{host}"
-        return url
+        raise StorageError(f"storage URL '{mask_url(text)}' is not a valid URL; {URL_HELP}") from None
+    backend = BACKENDS.get(parsed.get_backend_name())
+    if backend is None:
+        raise StorageError(f"storage URL '{mask_url(text)}' uses unsupported backend "
+                           f"'{parsed.get_backend_name()}'; {URL_HELP}")
+    return backend.parse(text, parsed)
 
 
-def _normalise(url: str) -> str:
-    if url.startswith("journal:"):
-        if not url[len("journal:"):]:
-            raise StorageError(f"storage URL '{url}' names no journal file; {URL_HELP}")
-        return url
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise StorageError(f"storage URL '{mask_url(url)}' is not a valid URL; {URL_HELP}") from None
-    backend = parsed.get_backend_name()
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the installed driver
-    elif backend == "mysql" and parsed.drivername == "mysql":
-        parsed = parsed.set(drivername="mysql+pymysql")
-    elif backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise StorageError(f"storage URL '{mask_url(url)}' uses unsupported backend '{backend}'; {URL_HELP}")
-    if backend == "sqlite" and not parsed.database:
-        raise StorageError(f"storage URL '{url}' names no database file; {URL_HELP}")
-    return parsed.render_as_string(hide_password=False)
+# --- Secrets -------------------------------------------------------------------------------------
+# A password may hold any character, an unescaped '@' included: it runs from the ':' after the user
+# name to the last '@'. Masking by that rule hides at least what SQLAlchemy reads as the password
+# (up to the first '@'), so a URL that cannot be parsed never leaks a part of its password either.
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL, None for other backends or in-memory SQLite."""
-    if url.startswith("journal:"):
+def _password_span(text: str) -> tuple[int, int] | None:
+    """Where the password of `scheme://user:password@host…` lies in `text`, if it has one."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
         return None
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    start = len(scheme) + len(sep)
+    user = re.match(r"[^:/]*", rest).group()
+    colon = start + len(user)
+    at = text.rfind("@")
+    if text[colon:colon + 1] != ":" or at <= colon:
         return None
-    return Path(parsed.database)
+    return colon + 1, at
 
 
-def backend_name(url: str) -> str:
-    return "journal" if url.startswith("journal:") else make_url(url).get_backend_name()
+def _query_spans(text: str, after: int) -> list[tuple[int, int]]:
+    """Where the values of secret query parameters (password=, token=, …) lie in `text`."""
+    question = text.find("?", after)
+    if question < 0:
+        return []
+    spans = []
+    offset = question + 1
+    for part in re.split(r"([&;])", text[question + 1:]):
+        key, equals, _value = part.partition("=")
+        if equals and unquote(key).strip().lower() in _SECRET_KEYS:
+            spans.append((offset + len(key) + 1, offset + len(part)))
+        offset += len(part)
+    return spans
+
+
+def _secret_spans(text: str) -> list[tuple[int, int]]:
+    password = _password_span(text)
+    return ([password] if password else []) + _query_spans(text, password[1] if password else 0)
+
+
+def mask_url(url: str | StorageURL) -> str:
+    """The URL with every secret it can carry replaced by ***: the password in the user part,
+    whatever characters it holds, and the values of query parameters password, passwd, pwd,
+    secret, token, key and sslpassword (any case). Safe to print and to store; works on text that
+    is not a valid URL as well."""
+    if isinstance(url, StorageURL):
+        return url.masked
+    for start, end in reversed(_secret_spans(url)):
+        url = url[:start] + "***" + url[end:]
+    return url
+
+
+def _secrets(text: str) -> list[str]:
+    """The secrets of a URL as written and as decoded, longest first: to scrub from messages."""
+    found = set()
+    for start, end in _secret_spans(text):
+        if end > start:
+            found |= {text[start:end], unquote(text[start:end])}
+    return sorted(found, key=len, reverse=True)
+
+
+def _scrub(message: str, url: StorageURL) -> str:
+    for secret in _secrets(url.url):
+        message = message.replace(secret, "***")
+    return message
+
+
+def _quote_password(text: str) -> str:
+    """An unescaped '@' in the password written as %40, so the URL opens the host it names."""
+    span = _password_span(text)
+    if span is None or "@" not in text[span[0]:span[1]]:
+        return text
+    start, end = span
+    return text[:start] + quote(unquote(text[start:end]), safe="") + text[end:]
+
+
+# --- Opening -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -99,42 +201,214 @@ class Heartbeat:
     retry_stale: bool = True  # a trial whose worker died is re-run once with the same parameters
 
 
-def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`, with heartbeats and, on SQLite, WAL and a busy timeout.
+def open_storage(url: str | StorageURL, heartbeat: Heartbeat = Heartbeat()) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`, with heartbeats (on databases) and, on SQLite, WAL and a busy timeout.
 
-    Raises StorageError with one line (password masked) when the URL or the server is bad.
+    Raises StorageError with one line (secrets masked) when the URL or the server is bad.
     """
-    url = _normalise(url)
+    url = _as_storage_url(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = None
-        if heartbeat.interval is not None and heartbeat.retry_stale:
-            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        hb = {}
-        if heartbeat.interval is not None:
-            hb = dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
-                      heartbeat_stale_trial_callback=callback)
-        if url.startswith("journal:"):
-            path = Path(url[len("journal:"):])
-            _ensure_parent(path, url)
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
-            return optuna.storages.JournalStorage(backend)
-        engine_kwargs: dict = {}
-        path = sqlite_path(url)
-        if path is not None:
-            _ensure_parent(path, url)
-            _prepare_sqlite(path)
-            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-        else:
-            engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_timeout(url)}
-        try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
-        except (SQLAlchemyError, ImportError, RuntimeError, ValueError) as exc:
-            raise StorageError(_describe_failure(url, exc)) from None
-        if path is not None:
-            sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-            storage.engine.dispose()  # connections opened before the listener reconnect with it
+        return BACKENDS[url.backend].open(url, heartbeat)
+
+
+def _heartbeat_kwargs(heartbeat: Heartbeat) -> dict[str, Any]:
+    if heartbeat.interval is None:
+        return {}
+    callback = None
+    if heartbeat.retry_stale:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    return dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+                heartbeat_stale_trial_callback=callback)
+
+
+def _rdb_storage(url: StorageURL, heartbeat: Heartbeat, engine_kwargs: dict) -> optuna.storages.RDBStorage:
+    try:
+        return optuna.storages.RDBStorage(url.url, engine_kwargs=engine_kwargs, **_heartbeat_kwargs(heartbeat))
+    except (SQLAlchemyError, ImportError, RuntimeError, ValueError) as exc:
+        raise StorageError(_describe_failure(url, exc)) from None
+
+
+def _ensure_parent(url: StorageURL) -> None:
+    parent = url.path.expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the folder of {url.masked}: {exc.strerror}") from None
+
+
+def _describe_failure(url: StorageURL, exc: BaseException) -> str:
+    detail = _scrub(first_line(exc), url)
+    if "Connection refused" in detail or "could not connect" in detail.lower():
+        hint = "is the database server running and reachable?"
+    elif "does not exist" in detail:
+        hint = "create the database first, or name an existing one"
+    elif "authentication" in detail.lower() or "password" in detail.lower():
+        hint = "check the user name and password"
+    elif isinstance(exc, ImportError) or "No module named" in detail:
+        hint = "install the database driver (psycopg for PostgreSQL, pymysql for MySQL)"
+    elif "version" in detail.lower() and "schema" in detail.lower():
+        hint = "upgrade the schema with `optuna storage upgrade`"
+    else:
+        hint = URL_HELP
+    return f"cannot open storage {url.masked}: {detail}; {hint}"
+
+
+# --- The backends --------------------------------------------------------------------------------
+# Starting a trial (count what is done and running, then create the trial) must be atomic across
+# workers, or two workers that both see 29 of 30 would both start one and overshoot the target:
+# every backend claims trials under a lock that all processes on all machines see.
+
+
+class Backend:
+    """What one kind of storage does. A backend that cannot lock a study for all workers refuses."""
+
+    name: str
+
+    def parse(self, text: str, parsed: sqlalchemy.URL | None) -> StorageURL:
+        raise NotImplementedError
+
+    def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        raise NotImplementedError
+
+    def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        raise StorageError(f"storage {url.masked} has no lock that all workers share, so trials "
+                           f"cannot be claimed safely; {URL_HELP}")
+
+    def snapshot(self, engine: sqlalchemy.Engine) -> contextlib.AbstractContextManager[sqlalchemy.Connection]:
+        """A connection whose reads all see the same moment, while workers may keep writing."""
+        return _snapshot(engine, {}, begin=False)
+
+    def insert_many(self, db: sqlalchemy.Connection, table: sqlalchemy.Table, rows: list[dict[str, Any]]) -> None:
+        db.execute(sqlalchemy.insert(table), rows)
+
+
+class _SQLite(Backend):
+    name = "sqlite"
+
+    def parse(self, text: str, parsed: sqlalchemy.URL | None) -> StorageURL:
+        if not parsed.database:
+            raise StorageError(f"storage URL '{mask_url(text)}' names no database file; {URL_HELP}")
+        if parsed.database == ":memory:":
+            raise StorageError(f"storage URL '{mask_url(text)}' is an in-memory database that no other "
+                               f"command or worker sees; name a file: sqlite:///path/to/file.db")
+        normal = parsed.render_as_string(hide_password=False)
+        return StorageURL(self.name, normal, mask_url(normal), Path(parsed.database))
+
+    def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        _ensure_parent(url)
+        _prepare_sqlite(url.path)
+        storage = _rdb_storage(url, heartbeat, {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}})
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # connections opened before the listener reconnect with it
         return storage
+
+    def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        return _file_lock(lock_path(url))
+
+    def snapshot(self, engine: sqlalchemy.Engine) -> contextlib.AbstractContextManager[sqlalchemy.Connection]:
+        return _snapshot(engine, {}, begin=True)  # pysqlite opens no transaction for reads by itself
+
+
+@dataclass(frozen=True)
+class _Server(Backend):
+    """A database server: PostgreSQL, MySQL or MariaDB. The study's lock is the server's own."""
+
+    name: str
+    driver: str  # the driver used when a URL names none
+    acquire: str  # SQL taking the lock named :k, waiting as long as it takes
+    release: str
+    lock_key: Callable[[str], object]  # the lock's name for a study
+    copy: bool = False  # bulk inserts by COPY (PostgreSQL through psycopg 3)
+
+    def parse(self, text: str, parsed: sqlalchemy.URL | None) -> StorageURL:
+        if parsed.drivername == self.name:
+            parsed = parsed.set(drivername=self.driver)
+        normal = parsed.render_as_string(hide_password=False)
+        return StorageURL(self.name, normal, mask_url(normal))
+
+    def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        return _rdb_storage(url, heartbeat, {"pool_pre_ping": True,
+                                             "connect_args": {"connect_timeout": CONNECT_TIMEOUT}})
+
+    def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        return _server_lock(url, self.acquire, self.release, self.lock_key(study_name))
+
+    def snapshot(self, engine: sqlalchemy.Engine) -> contextlib.AbstractContextManager[sqlalchemy.Connection]:
+        return _snapshot(engine, {"isolation_level": "REPEATABLE READ"}, begin=False)
+
+    def insert_many(self, db: sqlalchemy.Connection, table: sqlalchemy.Table, rows: list[dict[str, Any]]) -> None:
+        if self.copy and db.dialect.driver == "psycopg":
+            _copy(db, table, rows)
+        else:
+            db.execute(sqlalchemy.insert(table), rows)
+
+
+def _advisory_key(study_name: str) -> int:
+    return zlib.crc32(f"hpo:{study_name}".encode())  # PostgreSQL names advisory locks by integers
+
+
+def _named_key(study_name: str) -> str:
+    return f"hpo:{study_name}"[:64]  # GET_LOCK names are at most 64 characters
+
+
+class _Journal(Backend):
+    """An Optuna journal file, read and written through Optuna's API (no SQL, no heartbeats)."""
+
+    name = "journal"
+
+    def parse(self, text: str, parsed: sqlalchemy.URL | None) -> StorageURL:
+        path = text[len(_JOURNAL):]
+        if not path:
+            raise StorageError(f"storage URL '{text}' names no journal file; {URL_HELP}")
+        return StorageURL(self.name, text, mask_url(text), Path(path))
+
+    def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        _ensure_parent(url)
+        backend = optuna.storages.journal.JournalFileBackend(str(url.path))
+        return optuna.storages.JournalStorage(backend)
+
+    def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        return _file_lock(lock_path(url))
+
+
+BACKENDS: dict[str, Backend] = {
+    "sqlite": _SQLite(),
+    "postgresql": _Server("postgresql", "postgresql+psycopg", "SELECT pg_advisory_lock(:k)",
+                          "SELECT pg_advisory_unlock(:k)", _advisory_key, copy=True),
+    "mysql": _Server("mysql", "mysql+pymysql", "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)", _named_key),
+    "mariadb": _Server("mariadb", "mariadb+pymysql", "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)",
+                       _named_key),
+    "journal": _Journal(),
+}
+
+
+def study_lock(url: str | StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+    """Hold the study's lock, shared by every worker on every machine: a file lock beside a SQLite
+    or journal file, an advisory lock on a database server. Raises StorageError for a storage
+    without such a lock."""
+    url = _as_storage_url(url)
+    backend = BACKENDS.get(url.backend, Backend())
+    return backend.claim(url, study_name)
+
+
+def lock_path(url: str | StorageURL) -> Path:
+    """The file hpo locks to claim trials beside a SQLite or journal file."""
+    url = _as_storage_url(url)
+    if url.path is None:
+        raise StorageError(f"storage {url.masked} is not a file and has no lock file")
+    return url.path.with_name(url.path.name + LOCK_SUFFIX)
+
+
+def snapshot(engine: sqlalchemy.Engine) -> contextlib.AbstractContextManager[sqlalchemy.Connection]:
+    """A connection to an RDB storage whose reads all see one moment, while workers keep writing."""
+    return BACKENDS.get(engine.dialect.name, Backend()).snapshot(engine)
+
+
+def insert_many(db: sqlalchemy.Connection, table: sqlalchemy.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows at once in the open transaction: COPY on PostgreSQL, an executemany elsewhere."""
+    if rows:  # an empty parameter list would insert one row of defaults
+        BACKENDS.get(db.dialect.name, Backend()).insert_many(db, table, rows)
 
 
 def _sqlite_pragmas(connection, _record) -> None:
@@ -144,23 +418,6 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def _connect_timeout(url: str) -> dict:
-    backend = backend_name(url)
-    if backend == "postgresql":
-        return {"connect_timeout": 10}
-    if backend in ("mysql", "mariadb"):
-        return {"connect_timeout": 10}
-    return {}
-
-
-def _ensure_parent(path: Path, url: str) -> None:
-    parent = path.expanduser().resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot create the folder of {mask_url(url)}: {exc.strerror}") from None
 
 
 def _prepare_sqlite(path: Path) -> None:
@@ -178,58 +435,6 @@ def _prepare_sqlite(path: Path) -> None:
                            "point --storage at another file") from None
 
 
-def _describe_failure(url: str, exc: BaseException) -> str:
-    masked = mask_url(url)
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = text[0] if text else type(exc).__name__
-    password = make_url(url).password if not url.startswith("journal:") else None
-    if password:
-        detail = detail.replace(str(password), "***")
-    if "Connection refused" in detail or "could not connect" in detail.lower():
-        hint = "is the database server running and reachable?"
-    elif "does not exist" in detail:
-        hint = "create the database first, or name an existing one"
-    elif "authentication" in detail.lower() or "password" in detail.lower():
-        hint = "check the user name and password"
-    elif isinstance(exc, ImportError) or "No module named" in detail:
-        hint = "install the database driver (psycopg for PostgreSQL, pymysql for MySQL)"
-    elif "version" in detail.lower() and "schema" in detail.lower():
-        hint = "upgrade the schema with `optuna storage upgrade`"
-    else:
-        hint = URL_HELP
-    return f"cannot open storage {masked}: {detail}; {hint}"
-
-
-# --- A lock per study, shared by all workers on all machines -------------------------------
-# Starting a trial (count what is done and running, then create the trial) must be atomic across
-# workers, or two workers that both see 29 of 30 would both start one and overshoot the target.
-
-
-@contextlib.contextmanager
-def study_lock(url: str, study_name: str) -> Iterator[None]:
-    """Hold the study's lock: a file lock for SQLite and journal files, an advisory lock on servers."""
-    backend = backend_name(url)
-    if backend == "journal" or (backend == "sqlite" and sqlite_path(url) is not None):
-        path = Path(url[len("journal:"):]) if backend == "journal" else sqlite_path(url)
-        with _file_lock(Path(f"{path}.lock")):
-            yield
-    elif backend == "postgresql":
-        key = zlib.crc32(f"hpo:{study_name}".encode())
-        with _server_lock(url, "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", key):
-            yield
-    elif backend in ("mysql", "mariadb"):
-        key = f"hpo:{study_name}"[:64]
-        with _server_lock(url, "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)", key):
-            yield
-    else:
-        with _MEMORY_LOCK:
-            yield
-
-
-_MEMORY_LOCK = threading.Lock()
-_ENGINES: dict[str, sqlalchemy.Engine] = {}
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
@@ -240,12 +445,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_ENGINES: dict[StorageURL, sqlalchemy.Engine] = {}
+
+
 @contextlib.contextmanager
-def _server_lock(url: str, acquire: str, release: str, key: object) -> Iterator[None]:
+def _server_lock(url: StorageURL, acquire: str, release: str, key: object) -> Iterator[None]:
     engine = _ENGINES.get(url)
     if engine is None:
         engine = _ENGINES[url] = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool, connect_args=_connect_timeout(url))
+            url.url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT})
     try:
         connection = engine.connect()
     except SQLAlchemyError as exc:
@@ -260,11 +468,27 @@ def _server_lock(url: str, acquire: str, release: str, key: object) -> Iterator[
             connection.commit()
 
 
-def describe_url(url: str) -> URL | None:
-    try:
-        return None if url.startswith("journal:") else make_url(url)
-    except (ArgumentError, ValueError):
-        return None
+@contextlib.contextmanager
+def _snapshot(engine: sqlalchemy.Engine, options: dict, begin: bool) -> Iterator[sqlalchemy.Connection]:
+    with engine.connect().execution_options(**options) as connection:
+        if begin:
+            connection.exec_driver_sql("BEGIN")
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+def _copy(db: sqlalchemy.Connection, table: sqlalchemy.Table, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL's bulk path (psycopg 3): psycopg's executemany would send one INSERT per row, and
+    50,000 intermediate values then take seconds; COPY takes a tenth of one."""
+    quote_name = db.dialect.identifier_preparer.quote
+    columns = list(rows[0])
+    statement = f"COPY {quote_name(table.name)} ({', '.join(quote_name(c) for c in columns)}) FROM STDIN"
+    with db.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            # Optuna's enum columns hold the member names
+            copy.write_row([v.name if isinstance(v, enum.Enum) else v for v in row.values()])
 
 
 # --- Writing a finished trial's records in one transaction ----------------------------------
@@ -276,32 +500,29 @@ def describe_url(url: str) -> URL | None:
 
 def record_trial(trial: optuna.Trial, intermediate: dict[int, float], attrs: dict) -> None:
     """Store a running trial's intermediate values and user attributes at once."""
-    storage = trial.study._storage
-    backend = getattr(storage, "_backend", storage)  # under Optuna's cache
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    rdb = internals.rdb_storage(internals.study_storage(trial.study))
+    if rdb is None:
         for step, value in intermediate.items():
             trial.report(value, step)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    from optuna.storages._rdb import models
-
-    values = models.TrialIntermediateValueModel
-    user = models.TrialUserAttributeModel
-    trial_id = trial._trial_id
-    with backend.engine.begin() as connection:
+    values = internals.TABLES.intermediate
+    user = internals.TABLES.trial_user_attrs
+    trial_id = internals.trial_id(trial)
+    with rdb.engine.begin() as connection:
         if intermediate:
             connection.execute(sqlalchemy.delete(values).where(
-                values.trial_id == trial_id, values.step.in_(list(intermediate))))
+                values.c.trial_id == trial_id, values.c.step.in_(list(intermediate))))
             rows = []
             for step, value in intermediate.items():
-                stored, kind = values.intermediate_value_to_stored_repr(float(value))
+                stored, kind = internals.intermediate_to_stored(float(value))
                 rows.append({"trial_id": trial_id, "step": int(step), "intermediate_value": stored,
                              "intermediate_value_type": kind})
             connection.execute(sqlalchemy.insert(values), rows)
         if attrs:
             connection.execute(sqlalchemy.delete(user).where(
-                user.trial_id == trial_id, user.key.in_(list(attrs))))
+                user.c.trial_id == trial_id, user.c.key.in_(list(attrs))))
             connection.execute(sqlalchemy.insert(user), [
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in attrs.items()])

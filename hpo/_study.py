@@ -12,22 +12,22 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
-from hpo import __version__
-from hpo._format import utc_now
+from hpo import _optuna_internals as internals
 from hpo._errors import Interrupted, StorageError, StudyError
+from hpo._format import utc_now
 from hpo._objective import Objective
 from hpo._sampler import FINISHED, make_pruner, make_sampler
 from hpo._spec import StudySpec, parse_spec
-from hpo._storage import Heartbeat, mask_url, open_storage, study_lock
+from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage, study_lock
+from hpo._version import __version__
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -38,15 +38,20 @@ QUEUE_ONLY_ATTR = "queue_only"
 
 @dataclass
 class StudyHandle:
-    """An open study with its spec."""
+    """An open study with its spec and the storage it lives in."""
 
     study: optuna.Study
     spec: StudySpec
-    url: str
+    storage_url: StorageURL
 
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    @property
+    def url(self) -> str:
+        """The storage's full URL, for handing on (it may hold a password: print `storage_url`)."""
+        return self.storage_url.url
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -55,11 +60,12 @@ class StudyHandle:
         return self.trials(FINISHED)
 
 
-def create(spec: StudySpec, url: str, name: str | None = None,
+def create(spec: StudySpec, url: str | StorageURL, name: str | None = None,
            extra_attrs: dict[str, Any] | None = None) -> StudyHandle:
     """Create a study from a validated spec; an existing name is an error saying how to go on."""
     if name:
         spec = spec.replace(name=name)
+    url = resolve_storage(url)
     storage = open_storage(url)
     try:
         study = optuna.create_study(
@@ -67,7 +73,7 @@ def create(spec: StudySpec, url: str, name: str | None = None,
             sampler=make_sampler(spec), pruner=make_pruner(spec.pruner, spec.epochs))
     except optuna.exceptions.DuplicatedStudyError:
         raise StudyError(
-            f"a study named '{spec.name}' already exists in {mask_url(url)}; continue it with "
+            f"a study named '{spec.name}' already exists in {url.masked}; continue it with "
             f"`hpo study run {spec.name}`, or create another with --name NEW_NAME") from None
     study.set_user_attr(SPEC_ATTR, spec.to_dict())
     study.set_user_attr("objective", "final-epoch validation accuracy (maximized)")
@@ -78,18 +84,19 @@ def create(spec: StudySpec, url: str, name: str | None = None,
     return StudyHandle(study, spec, url)
 
 
-def open_study(name: str, url: str, heartbeat: Heartbeat = Heartbeat()) -> StudyHandle:
+def open_study(name: str, url: str | StorageURL, heartbeat: Heartbeat = Heartbeat()) -> StudyHandle:
     """Load a study by name with the sampler and pruner its stored spec describes."""
+    url = resolve_storage(url)
     storage = open_storage(url, heartbeat)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise StudyError(
-            f"no study named '{name}' in {mask_url(url)}; `hpo study list` shows the studies there"
+            f"no study named '{name}' in {url.masked}; `hpo study list` shows the studies there"
         ) from None
     stored = study.user_attrs.get(SPEC_ATTR)
     if not isinstance(stored, dict):
-        raise StudyError(f"study '{name}' in {mask_url(url)} was not created by hpo (it has no spec)")
+        raise StudyError(f"study '{name}' in {url.masked} was not created by hpo (it has no spec)")
     spec = parse_spec(stored, source=f"study '{name}'")
     study.sampler = make_sampler(spec)
     study.pruner = make_pruner(spec.pruner, spec.epochs)
@@ -154,16 +161,16 @@ def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_
             break
         trial = None
         with HeldInterrupt() as held:
-            with study_lock(handle.url, handle.name):
+            with study_lock(handle.storage_url, handle.name):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     optuna.storages.fail_stale_trials(study)
                 counts = count_states(study)
-                finished = counts["COMPLETE"] + counts["PRUNED"]
+                finished = finished_count(counts)
                 done = finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"])
                 trial_id = None
                 if not done and (counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only)):
-                    trial_id = _claim_trial(study)
+                    trial_id = internals.claim_trial(study)
             if trial_id is not None:
                 trial = _start_trial(study, trial_id)
         if held.received:
@@ -185,14 +192,13 @@ def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_
             done = len(study.get_trials(deepcopy=False, states=FINISHED))
             on_progress(_progress(study, done, target, ran, frozen, started))
     counts = count_states(study)
-    finished = counts["COMPLETE"] + counts["PRUNED"]
+    finished = finished_count(counts)
     return RunResult(ran, finished, target, best_trial(study), finished >= target, counts)
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
     """Run one asked trial to its end state, with heartbeats while it runs."""
-    storage = study._storage
-    with get_heartbeat_thread(trial._trial_id, storage):
+    with internals.heartbeat(study, trial):
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -214,26 +220,18 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
     return frozen
 
 
-def _claim_trial(study: optuna.Study) -> int:
-    """A queued trial (a retry, a confirmation run), else a new one; called under the lock.
-
-    This is the first half of `Study.ask`: only the trial's creation needs the study's lock.
-    The sampler runs in `_start_trial`, after the lock is released, so that workers do not
-    queue behind each other's TPE.
-    """
-    trial_id = study._pop_waiting_trial_id()
-    if trial_id is None:
-        trial_id = study._storage.create_new_trial(study._study_id)
-    return trial_id
-
-
 def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
-    """The second half of `Study.ask`: the trial object, whose creation runs the sampler."""
-    study._thread_local.cached_all_trials = None
+    """The second half of `Study.ask`: the trial object, whose creation runs the sampler.
+
+    The first half, `internals.claim_trial` (a queued trial, a retry or a confirmation run, else
+    a new one), is all that needs the study's lock; the sampler runs here, after the lock is
+    released, so that workers do not queue behind each other's TPE.
+    """
+    internals.forget_cached_trials(study)
     try:
         return optuna.Trial(study, trial_id)
     except BaseException:  # a sampler that fails must not leave the trial RUNNING forever
-        study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        internals.study_storage(study).set_trial_state_values(trial_id, state=TrialState.FAIL)
         raise
 
 
@@ -274,7 +272,7 @@ def fail_stale(handle: StudyHandle) -> tuple[list[int], list[int]]:
     """
     before = {t.number for t in handle.trials((TrialState.RUNNING,))}
     waiting = {t.number for t in handle.trials((TrialState.WAITING,))}
-    with study_lock(handle.url, handle.name), warnings.catch_warnings():
+    with study_lock(handle.storage_url, handle.name), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(handle.study)
     failed = sorted(t.number for t in handle.trials((TrialState.FAIL,)) if t.number in before)
@@ -287,10 +285,16 @@ def _progress(study, done, target, ran, last, started, waiting_for=0) -> Progres
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
+    """How many trials the study holds in each state, by the state's name (every state present)."""
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
     return counts
+
+
+def finished_count(counts: Mapping[str, int]) -> int:
+    """The finished trials among `count_states`' counts: complete and pruned, what a target counts."""
+    return sum(counts.get(state.name, 0) for state in FINISHED)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -318,7 +322,7 @@ class StudyRow:
     created: str | None
 
 
-def list_studies(url: str) -> list[StudyRow]:
+def list_studies(url: str | StorageURL) -> list[StudyRow]:
     storage = open_storage(url, Heartbeat(interval=None))
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
@@ -331,7 +335,7 @@ def list_studies(url: str) -> list[StudyRow]:
         rows.append(StudyRow(
             name=summary.study_name,
             dataset=str(spec.get("data", {}).get("dataset", "?")),
-            finished=counts["COMPLETE"] + counts["PRUNED"],
+            finished=finished_count(counts),
             counts=counts,
             best_value=best.value if best else None,
             best_number=best.number if best else None,
@@ -341,11 +345,11 @@ def list_studies(url: str) -> list[StudyRow]:
     return rows
 
 
-def delete(name: str, url: str) -> int:
+def delete(name: str, url: str | StorageURL) -> int:
     """Delete a study; returns how many trials it held."""
     handle = open_study(name, url, Heartbeat(interval=None))
     n = len(handle.trials())
-    optuna.delete_study(study_name=name, storage=handle.study._storage)
+    optuna.delete_study(study_name=name, storage=internals.study_storage(handle.study))
     return n
 
 

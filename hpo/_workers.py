@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 
 from hpo._errors import Interrupted, StudyError
-from hpo._sampler import FINISHED
-from hpo._storage import Heartbeat
-from hpo._study import Progress, RunResult, StudyHandle, best_trial, count_states
+from hpo._storage import STORAGE_ENV, Heartbeat
+from hpo._study import Progress, RunResult, StudyHandle, best_trial, count_states, finished_count
 
 ONE_THREAD = {name: "1" for name in (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -38,11 +37,11 @@ def run_workers(handle: StudyHandle, workers: int, target: int | None = None,
     if data_dir:
         args += ["--data-dir", data_dir]
     # The URL travels in the environment, so a password never shows in the process list.
-    env = {**os.environ, **ONE_THREAD, "HPO_STORAGE": handle.url}
+    env = {**os.environ, **ONE_THREAD, STORAGE_ENV: handle.storage_url.url}
     started = time.monotonic()
     processes = [subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
-    before = len(handle.study.get_trials(deepcopy=False, states=FINISHED))
+    before = finished_count(count_states(handle.study))
     try:
         while any(p.poll() is None for p in processes):
             if on_progress:
@@ -65,12 +64,12 @@ def run_workers(handle: StudyHandle, workers: int, target: int | None = None,
     if on_progress:
         on_progress(_progress(handle, target, before, started))
     counts = count_states(handle.study)
-    finished = counts["COMPLETE"] + counts["PRUNED"]
+    finished = finished_count(counts)
     return RunResult(finished - before, finished, target, best_trial(handle.study), finished >= target, counts)
 
 
 def _progress(handle: StudyHandle, target: int, before: int, started: float) -> Progress:
     counts = count_states(handle.study)
-    done = counts["COMPLETE"] + counts["PRUNED"]
+    done = finished_count(counts)
     return Progress(done, target, done - before, best_trial(handle.study), None,
                     time.monotonic() - started, counts["RUNNING"])

@@ -84,7 +84,8 @@ def build_source(url: str, name: str = "src") -> None:
     for key, value in {"spec": SPEC, "lineage": LINEAGE, "objective": "final-epoch validation accuracy",
                        "hpo_version": "0.1.0", "created": "2025-03-30T00:59:00+00:00"}.items():
         study.set_user_attr(key, value)
-    study._storage.set_study_system_attr(study._study_id, "hpo:workers", ["laptop", "server"])
+    storage = open_storage(url, Heartbeat(interval=None))
+    storage.set_study_system_attr(storage.get_study_id_from_name(name), "hpo:workers", ["laptop", "server"])
     done = {"phase": "random", "epochs": 5, "seconds": 1.25, "seed": 7, "outcome": "completed"}
     study.add_trial(make_trial(TrialState.COMPLETE, 0, 0.91, steps={0: 0.5, 1: 0.7, 2: 0.91},
                                user={**done, "curves": curves(0)}))

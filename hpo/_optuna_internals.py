@@ -1,0 +1,137 @@
+"""Every use of Optuna's private API, behind one door.
+
+hpo goes past Optuna's public API in three places, each for a reason the public API cannot meet:
+- a run claims a trial under the study's lock and runs the sampler after the lock is released
+  (`Study.ask` does both at once, so workers would queue behind each other's TPE);
+- a running trial sends heartbeats while hpo's own loop runs it (only `Study.optimize` does that);
+- whole studies are read and written table by table, and a finished trial's per-epoch values in
+  one transaction (Optuna commits every value on its own).
+
+No other module imports a private Optuna name or touches a private attribute of an Optuna object.
+tests/test_optuna_internals.py checks every name used here and says which one moved on an upgrade.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (its number counts within the study; the id across the storage)."""
+    return trial._trial_id
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage object a study reads and writes through (Optuna's cache around an RDBStorage)."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return study._study_id
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager:
+    """Sends the trial's heartbeats while the block runs; does nothing when heartbeats are off."""
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def claim_trial(study: optuna.Study) -> int:
+    """The id of a queued trial (now RUNNING), else of a new RUNNING trial: the first half of `ask`."""
+    waiting = study._pop_waiting_trial_id()
+    if waiting is not None:
+        return waiting
+    return study._storage.create_new_trial(study._study_id)
+
+
+def forget_cached_trials(study: optuna.Study) -> None:
+    """Make the sampler read the trials afresh, as `Study.ask` does before it samples."""
+    study._thread_local.cached_all_trials = None
+
+
+def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """Set a user attribute from a sampler, which sees only a FrozenTrial."""
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def rdb_storage(storage: BaseStorage) -> RDBStorage | None:
+    """The RDBStorage behind `storage` (under Optuna's cache, or itself); None for other storages."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+# --- Optuna's schema ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables of Optuna's RDB schema that hpo reads and writes directly."""
+
+    studies: sa.Table
+    directions: sa.Table
+    study_user_attrs: sa.Table
+    study_system_attrs: sa.Table
+    trials: sa.Table
+    params: sa.Table
+    values: sa.Table
+    intermediate: sa.Table
+    trial_user_attrs: sa.Table
+    trial_system_attrs: sa.Table
+    heartbeats: sa.Table
+
+
+TABLES = Tables(
+    studies=models.StudyModel.__table__,
+    directions=models.StudyDirectionModel.__table__,
+    study_user_attrs=models.StudyUserAttributeModel.__table__,
+    study_system_attrs=models.StudySystemAttributeModel.__table__,
+    trials=models.TrialModel.__table__,
+    params=models.TrialParamModel.__table__,
+    values=models.TrialValueModel.__table__,
+    intermediate=models.TrialIntermediateValueModel.__table__,
+    trial_user_attrs=models.TrialUserAttributeModel.__table__,
+    trial_system_attrs=models.TrialSystemAttributeModel.__table__,
+    heartbeats=models.TrialHeartbeatModel.__table__,
+)
+
+# The columns hpo reads or writes, per table (the first is the primary key, used for ordering).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "studies": ("study_id", "study_name"),
+    "directions": ("study_direction_id", "study_id", "objective", "direction"),
+    "study_user_attrs": ("study_user_attribute_id", "study_id", "key", "value_json"),
+    "study_system_attrs": ("study_system_attribute_id", "study_id", "key", "value_json"),
+    "trials": ("trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete"),
+    "params": ("param_id", "trial_id", "param_name", "param_value", "distribution_json"),
+    "values": ("trial_value_id", "trial_id", "objective", "value", "value_type"),
+    "intermediate": ("trial_intermediate_value_id", "trial_id", "step", "intermediate_value",
+                     "intermediate_value_type"),
+    "trial_user_attrs": ("trial_user_attribute_id", "trial_id", "key", "value_json"),
+    "trial_system_attrs": ("trial_system_attribute_id", "trial_id", "key", "value_json"),
+    "heartbeats": ("trial_heartbeat_id", "trial_id", "heartbeat"),
+}
+
+
+def value_to_stored(value: float) -> tuple[float | None, Any]:
+    """A trial's value as Optuna stores it: (number or None, kind), so infinities survive SQL."""
+    return models.TrialValueModel.value_to_stored_repr(value)
+
+
+def stored_to_value(stored: float | None, kind: Any) -> float:
+    return models.TrialValueModel.stored_repr_to_value(stored, kind)
+
+
+def intermediate_to_stored(value: float) -> tuple[float | None, Any]:
+    """An intermediate value as Optuna stores it: (number or None, kind), so NaN survives SQL."""
+    return models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+
+
+def stored_to_intermediate(stored: float | None, kind: Any) -> float:
+    return models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(stored, kind)
