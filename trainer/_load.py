@@ -26,6 +26,7 @@ from trainer._idx import read_cached
 from trainer._lookup import require
 from trainer._splits import stratified_partition
 
+
 def load_training_pool(name: str, data_dir: str | os.PathLike | None = None, dtype: str = "float32") -> Dataset:
     """The samples a search may train and validate on (never the test split).
 
