@@ -24,17 +24,17 @@ def storage(tmp_path):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["study", "run", "known", "--trials", "0"], 2, "Invalid value for '--trials': must be a whole number >= 1; got 0"),
-    (["study", "run", "known", "--timeout", "-5"], 2, "Invalid value for '--timeout': must be a number of seconds > 0; got -5.0"),
+    (["study", "run", "known", "--trials", "0"], 2, "Invalid value for '--trials': Input should be greater than or equal to 1"),
+    (["study", "run", "known", "--timeout", "-5"], 2, "Invalid value for '--timeout': Input should be greater than or equal to 0"),
     (["study", "run", "known", "--trials", "many"], 2, "Invalid value for '--trials': Input should be a valid integer, unable to parse string as an integer"),
-    (["study", "run", "known", "--workers", "0"], 2, "Invalid value for '--workers': must be a whole number >= 1; got 0"),
-    (["study", "run", "known", "--grace-period", "0"], 2, "Invalid value for '--grace-period' (env var: 'HPO_GRACE_PERIOD'): must be a whole number >= 1; got 0"),
-    (["study", "confirm", "known", "--seeds", "0"], 2, "Invalid value for '--seeds': must be a whole number >= 1; got 0"),
+    (["study", "run", "known", "--workers", "0"], 2, "Invalid value for '--workers': Input should be greater than or equal to 1"),
+    (["study", "run", "known", "--grace-period", "0"], 2, "Invalid value for '--grace-period' (env var: 'HPO_GRACE_PERIOD'): Input should be greater than or equal to 1"),
+    (["study", "confirm", "known", "--seeds", "0"], 2, "Invalid value for '--seeds': Input should be greater than or equal to 1"),
     (["study", "fail-stale", "unknown"], 1, "Error: no study named 'unknown' in {url}; `hpo study list` shows the studies there"),
-    (["study", "show", "known", "--top", "0"], 2, "Invalid value for '--top' / '-k': must be a whole number >= 1; got 0"),
+    (["study", "show", "known", "--top", "0"], 2, "Invalid value for '--top' / '-k': Input should be greater than or equal to 1"),
     (["study", "delete", "known"], 2, "Invalid value for --yes: deleting study 'known' cannot be undone; add --yes to confirm"),
     (["study", "run", "unknown"], 1, "Error: no study named 'unknown' in {url}; `hpo study list` shows the studies there"),
-    (["study", "best", "known"], 1, "Error: study 'known' has no complete trial yet; run it with `hpo study run known`"),
+    (["study", "best", "known"], 1, "Error: study 'known' has no complete trial yet; run it with `hpo study run known --storage {url}`"),
 ])
 def test_bad_flags_and_names(storage, args, code, message):
     result = invoke(*args, "--storage", storage)

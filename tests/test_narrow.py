@@ -347,7 +347,7 @@ def test_narrow_prints_old_and_new_ranges_and_offers_to_widen(parent):
     assert "1e-06 .. 0.01 (log)" in line and describe(lr.new) in line
     assert "0 · 0 · 0 · 4 per decade" in line and "upper edge" in line
     assert "lr: the best trials crowd the upper edge of the old range" in out
-    assert f"  Widen instead (lr {describe(lr.widened)}):\n  hpo study narrow book --top 4 --widen --into book-wide\n" in out
+    assert f"  Widen instead (lr {describe(lr.widened)}):\n  hpo study narrow book --top 4 --widen --into book-wide --storage {parent.url}\n" in out
     assert _study.list_studies(parent.url)[0].name == "book" and len(_study.list_studies(parent.url)) == 1
 
 
@@ -359,7 +359,7 @@ def test_narrow_into_creates_the_child_and_says_how_to_run_it(parent):
     warm = len(kid.trials())
     assert f"Created study 'kid' in {parent.url}" in result.stdout
     assert f"target {warm + 7} ({warm} + 7 new)" in result.stdout
-    assert result.stdout.rstrip().endswith("Run it with: hpo study run kid")
+    assert result.stdout.rstrip().endswith(f"Run it with: hpo study run kid --storage {parent.url}")
     show = invoke("study", "show", "kid", "--storage", parent.url)
     assert "Narrowed from 'book' (best 5 of 19 complete trials (top 25%), margin 0.1" in show.stdout
 
@@ -372,9 +372,10 @@ def test_narrow_json(parent):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--top", "1"], 2, "Invalid value for '--top' / '-k': must be a whole number >= 2 (a range needs two trials); got 1"),
-    (["--quantile", "0"], 2, "Invalid value for '--quantile': must be in (0, 1], the share of complete trials to keep; got 0.0"),
-    (["--margin", "2"], 2, "Invalid value for '--margin': must be in [0, 1], a fraction of each range's span; got 2.0"),
+    (["--top", "1"], 2, "Invalid value for '--top' / '-k': Input should be greater than or equal to 2"),
+    (["--quantile", "1.5"], 2, "Invalid value for '--quantile': Input should be less than or equal to 1"),
+    (["--quantile", "0"], 1, "--quantile must be in (0, 1], the share of complete trials to keep; got 0.0"),
+    (["--margin", "2"], 2, "Invalid value for '--margin': Input should be less than or equal to 1"),
     (["--top", "3", "--quantile", "0.5"], 2, "give --top or --quantile, not both"),
     (["--trials", "5"], 2, "--trials sets the child's trials; add --into CHILD"),
     (["--top", "40"], 1, "Error: cannot narrow 'book': --top 40 is more than the 19 complete trials; use --top 19 or fewer"),

@@ -1,25 +1,31 @@
-"""The `hpo` command line: one sub-app per noun, mounted on the root."""
+"""The `hpo` command line: the root app, and every mount of the command tree in one place.
+
+Each module owns its group (a Typer it creates and fills); only this file mounts them, and no
+module adds commands by being imported. Every group is built by `_common.group`, whose group
+class maps failures to one line `Error: …` (`_errors.py`).
+"""
 
 from __future__ import annotations
 
 import typer
 
-from hpo import __version__
-from hpo.cli import _analysis, _transfer  # noqa: F401  (they add commands to `hpo study`)
-from hpo.cli import _dashboard, _data, _experiment, _storage, _study
+from hpo._version import __version__
+from hpo.cli import _analysis, _dashboard, _data, _experiment, _storage, _study, _transfer
+from hpo.cli._common import group
 
-app = typer.Typer(
-    name="hpo",
-    help="Hyperparameter optimization of a NumPy trainer with Optuna.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain, greppable errors: "Error: Invalid value for ..."
-)
-app.add_typer(_study.app, name="study")
+app = group(name="hpo", help="Hyperparameter optimization of a NumPy trainer with Optuna.")
+
+# `hpo study` gathers three modules' groups; their commands sit side by side under it.
+study = group(help="Create, run, resume and inspect studies.")
+study.add_typer(_study.app)  # create, run, list, show, best, confirm, fail-stale, delete
+study.add_typer(_analysis.app)  # narrow, plot, evaluate, report
+study.add_typer(_transfer.app)  # copy, export, import
+
+app.add_typer(study, name="study")
 app.add_typer(_data.app, name="data")
 app.add_typer(_storage.app, name="storage")
 app.add_typer(_experiment.app, name="experiment")
-_dashboard.register(app)
+app.command("dashboard")(_dashboard.dashboard)
 
 
 def _version(value: bool) -> None:

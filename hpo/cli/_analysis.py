@@ -1,4 +1,7 @@
-"""`hpo study narrow | plot | evaluate | report`: what to search next, the figures, the one final test."""
+"""`hpo study narrow | plot | evaluate | report`: what to search next, the figures, the one final test.
+
+The root (`hpo.cli`) mounts this group's commands under `hpo study`.
+"""
 
 from __future__ import annotations
 
@@ -16,47 +19,29 @@ from hpo._evaluate import evaluate as run_evaluate
 from hpo._child import create_child, narrow_study, warm_start_trials
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe
 from hpo._figures import KINDS, file_stem
-from hpo._storage import Heartbeat, mask_url
-from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
-from hpo.cli._study import NameArg, _positive, app
+from hpo._storage import Heartbeat, mask_url, resolve_url
+from hpo.cli._common import JsonOption, NameArg, StorageOption, fmt, group, hint, print_json, print_table
+
+app = group()
 
 Kind = enum.Enum("Kind", {k: k for k in (*KINDS, "all")}, type=str)  # type: ignore[misc]
 
 
-def _quantile(value: float | None) -> float | None:
-    if value is not None and not 0 < value <= 1:
-        raise typer.BadParameter(f"must be in (0, 1], the share of complete trials to keep; got {value}")
-    return value
-
-
-def _margin(value: float) -> float:
-    if not 0 <= value <= 1:
-        raise typer.BadParameter(f"must be in [0, 1], a fraction of each range's span; got {value}")
-    return value
-
-
-def _top(value: int | None) -> int | None:
-    if value is not None and value < 2:
-        raise typer.BadParameter(f"must be a whole number >= 2 (a range needs two trials); got {value}")
-    return value
-
-
 @app.command()
-@handles_errors
 def narrow(
     name: NameArg,
-    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
-                                            help="Narrow to the best K complete trials.")] = None,
+    top: Annotated[int | None, typer.Option(
+        "--top", "-k", min=2, help="Narrow to the best K complete trials (a range needs two).")] = None,
     quantile: Annotated[float | None, typer.Option(
-        callback=_quantile, help="Or to the best share of them, in (0, 1]. Default: 0.2.")] = None,
+        min=0, max=1, help="Or to the best share of them, in (0, 1]. Default: 0.2.")] = None,
     margin: Annotated[float, typer.Option(
-        callback=_margin, help="Widen each range by this fraction of its span (log10 for log parameters).")
+        min=0, max=1, help="Widen each range by this fraction of its span (log10 for log parameters).")
     ] = DEFAULT_MARGIN,
     into: Annotated[str | None, typer.Option(
         "--into", help="Create a child study CHILD searching the new ranges, warm-started with the "
         "parent's trials inside them.")] = None,
     trials: Annotated[int | None, typer.Option(
-        callback=_positive, help="With --into: new trials for the child beyond its warm start "
+        min=1, help="With --into: new trials for the child beyond its warm start "
         "(default: the parent's [study] trials).")] = None,
     widen: Annotated[bool, typer.Option(
         "--widen", help="Where the best trials crowd an edge of the old range, search past it "
@@ -69,7 +54,7 @@ def narrow(
         raise typer.BadParameter("give --top or --quantile, not both", param_hint="--quantile")
     if trials is not None and into is None:
         raise typer.BadParameter("--trials sets the child's trials; add --into CHILD", param_hint="--trials")
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.open_study(name, url, Heartbeat(interval=None))
     narrowing = narrow_study(handle, top=top, quantile=quantile, margin=margin)
     if widen and not narrowing.can_widen:
@@ -83,24 +68,25 @@ def narrow(
                     "child": child.handle.name if child else None,
                     "target": child.handle.spec.trials if child else None})
         return
-    _print_narrowing(handle, narrowing, widen)
+    _print_narrowing(handle, narrowing, widen, storage)
     if child:
         typer.echo(f"\nCreated study '{child.handle.name}' in {mask_url(url)}: the new ranges, warm-started with "
                    f"{child.warm_start} of the parent's finished trials inside them; target "
                    f"{child.handle.spec.trials} ({child.warm_start} + {child.new_trials} new).")
-        typer.echo(f"Run it with: hpo study run {child.handle.name}")
+        typer.echo(f"Run it with: {hint('study run', child.handle.name, storage=storage)}")
     else:
+        options = [*_flags(top, quantile, margin), *(["--widen"] if widen else []), "--into", f"{name}-narrow"]
         typer.echo(f"\n{warm} of the parent's finished trials lie inside the new ranges. "
-                   f"Search them with: hpo study narrow {name}{_flags(top, quantile, margin)}"
-                   f"{' --widen' if widen else ''} --into {name}-narrow")
+                   f"Search them with: {hint('study narrow', name, options=options, storage=storage)}")
 
 
-def _flags(top: int | None, quantile: float | None, margin: float) -> str:
-    text = f" --top {top}" if top else (f" --quantile {quantile:g}" if quantile else "")
-    return text + (f" --margin {margin:g}" if margin != DEFAULT_MARGIN else "")
+def _flags(top: int | None, quantile: float | None, margin: float) -> list[str]:
+    """The options that repeat a narrowing rule: --top or --quantile, and --margin when not the default."""
+    words = ["--top", str(top)] if top else (["--quantile", f"{quantile:g}"] if quantile else [])
+    return words + (["--margin", f"{margin:g}"] if margin != DEFAULT_MARGIN else [])
 
 
-def _print_narrowing(handle: _study.StudyHandle, narrowing: Narrowing, widen: bool) -> None:
+def _print_narrowing(handle: _study.StudyHandle, narrowing: Narrowing, widen: bool, storage: str | None) -> None:
     typer.echo(f"Narrowing '{handle.name}': {narrowing.rule}")
     rows = []
     for p in narrowing.params:
@@ -119,9 +105,10 @@ def _print_narrowing(handle: _study.StudyHandle, narrowing: Narrowing, widen: bo
             typer.echo(f"  No wider {p.name} is valid for the trainer, so that side stays at the edge.")
     if narrowing.can_widen and not widen:
         wider = ", ".join(f"{p.name} {describe(p.widened)}" for p in narrowing.params if p.widened is not None)
-        flags = _flags(narrowing.top, narrowing.quantile, narrowing.margin)
+        options = [*_flags(narrowing.top, narrowing.quantile, narrowing.margin),
+                   "--widen", "--into", f"{handle.name}-wide"]
         typer.echo(f"  Widen instead ({wider}):\n"
-                   f"  hpo study narrow {handle.name}{flags} --widen --into {handle.name}-wide")
+                   f"  {hint('study narrow', handle.name, options=options, storage=storage)}")
 
 
 def _where(p) -> str:
@@ -133,18 +120,17 @@ def _where(p) -> str:
 
 
 @app.command()
-@handles_errors
 def plot(
     name: NameArg,
     kind: Annotated[Kind, typer.Option(help="Which figure; `all` writes every one that applies.")] = Kind.all,
     out: Annotated[Path | None, typer.Option(help="Folder for the PNG files. Default: figures/NAME.")] = None,
-    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
+    top: Annotated[int | None, typer.Option("--top", "-k", min=2,
                                             help="Best K for the ranges and curves figures.")] = None,
-    dpi: Annotated[int, typer.Option(callback=_positive, help="Resolution of the PNG files.")] = 90,
+    dpi: Annotated[int, typer.Option(min=1, help="Resolution of the PNG files.")] = 90,
     storage: StorageOption = None,
 ) -> None:
     """Draw the study's figures as PNG files (ranges, curves, history, importance, optimizers, …)."""
-    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
     folder = out or Path("figures") / file_stem(name)
     kinds = KINDS if kind.value == "all" else (kind.value,)
     from hpo._plots import render_all  # matplotlib only for the commands that draw
@@ -160,10 +146,9 @@ def plot(
 
 
 @app.command()
-@handles_errors
 def evaluate(
     name: NameArg,
-    seeds: Annotated[int, typer.Option(callback=_positive, help="Training runs with different seeds.")] = DEFAULT_SEEDS,
+    seeds: Annotated[int, typer.Option(min=1, help="Training runs with different seeds.")] = DEFAULT_SEEDS,
     force: Annotated[bool, typer.Option(
         "--force", help="Evaluate again although the study was evaluated before (recorded as forced).")] = False,
     storage: StorageOption = None,
@@ -171,7 +156,7 @@ def evaluate(
     json_: JsonOption = False,
 ) -> None:
     """The final test, once: retrain the best configuration on train + validation, score it on the test split."""
-    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
     check_first(handle, force)
     choice = choose(handle)
     if not json_:
@@ -195,16 +180,15 @@ def evaluate(
 
 
 @app.command()
-@handles_errors
 def report(
     name: NameArg,
     out: Annotated[Path | None, typer.Option(help="The HTML file. Default: NAME-report.html.")] = None,
-    top: Annotated[int | None, typer.Option("--top", "-k", callback=_top,
+    top: Annotated[int | None, typer.Option("--top", "-k", min=2,
                                             help="Best K for the narrowing and the figures.")] = None,
     storage: StorageOption = None,
 ) -> None:
     """One self-contained HTML page: spec, lineage, best trials, narrowed ranges, figures, test result."""
-    handle = _study.open_study(name, storage_url(storage), Heartbeat(interval=None))
+    handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
     path = out or Path(f"{file_stem(name)}-report.html")
     from hpo._report import write as write_report
 

@@ -1,22 +1,27 @@
-"""What every command shares: the storage option, error mapping, tables and JSON output."""
+"""What every command shares: how a group is built, the storage option, study hints, tables and JSON."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import shlex
 import sys
-import traceback
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 
-from hpo._errors import HpoError, Interrupted
 from hpo._format import fmt
-from hpo._storage import DEFAULT_STORAGE, STORAGE_ENV, resolve_url
+from hpo._storage import DEFAULT_STORAGE, STORAGE_ENV, URL_HELP, mask_url
+from hpo.cli._errors import OneLineErrors
 
-DEBUG_ENV = "HPO_DEBUG"
+
+def group(**settings: Any) -> typer.Typer:
+    """A command group whose commands' failures become one line on stderr (`_errors.OneLineErrors`)."""
+    return typer.Typer(cls=OneLineErrors, no_args_is_help=True, pretty_exceptions_enable=False,
+                       rich_markup_mode=None,  # plain, greppable errors: "Error: Invalid value for ..."
+                       **settings)
+
 
 StorageOption = Annotated[
     str | None,
@@ -25,55 +30,31 @@ StorageOption = Annotated[
         "-s",
         envvar=STORAGE_ENV,
         show_envvar=True,
-        help=f"Storage URL (sqlite:///file.db, postgresql+psycopg://user@host/db, journal:PATH). "
-        f"Default: {DEFAULT_STORAGE} in the current folder.",
+        help=f"Storage URL ({URL_HELP}). Default: {DEFAULT_STORAGE} in the current folder.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def storage_url(option: str | None) -> str:
-    """The storage URL of a command: the flag, $HPO_STORAGE, then the default file."""
-    return resolve_url(option)
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The study's name.")]
 
 
-def handles_errors(command: F) -> F:
-    """Map the project's exceptions to one line on stderr and exit code 1 (130 for Ctrl-C).
+def hint(command: str, *names: str, options: Sequence[str] = (), storage: str | None = None) -> str:
+    """A command line to print for the user to run next, e.g. `hpo study run 'my study' --trials 50`.
 
-    Set HPO_DEBUG=1 to see the traceback as well.
+    Every word is shell-quoted. `--storage` is added when the command was given one that the
+    environment would not supply again, with any password masked. A name that starts with `-`
+    goes after `--`, so that the command does not read it as an option.
+
+    Args:
+        command: the words after `hpo`, e.g. "study run".
+        names: the positional arguments (study names).
+        options: flags and their values, e.g. ("--trials", "50").
+        storage: the --storage value the current command received (None: the default).
     """
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, typer.BadParameter):
-            raise
-        except Interrupted as exc:
-            fail(str(exc), code=130)
-        except KeyboardInterrupt:
-            fail("interrupted by the user (Ctrl-C)", code=130)
-        except Exception as exc:
-            if not _is_ours(exc):
-                raise
-            fail(str(exc))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _is_ours(exc: Exception) -> bool:
-    import trainer
-
-    return isinstance(exc, (HpoError, trainer.DataError, trainer.ConfigError))
-
-
-def fail(message: str, code: int = 1) -> None:
-    if os.environ.get(DEBUG_ENV):
-        traceback.print_exc()
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
+    flags = [*options]
+    if storage and storage != os.environ.get(STORAGE_ENV):
+        flags += ["--storage", mask_url(storage)]
+    words = [*flags, "--", *names] if any(n.startswith("-") for n in names) else [*names, *flags]
+    return " ".join(["hpo", command, *map(shlex.quote, words)])
 
 
 def print_json(data: Any) -> None:

@@ -1,6 +1,6 @@
 """`hpo dashboard`: optuna-dashboard on a study storage, served until Ctrl-C or SIGTERM.
 
-The root app mounts it with `register(app)`.
+A single command, no group: the root (`hpo.cli`) mounts `dashboard` itself.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import typer
 
 from hpo._errors import HpoError
-from hpo._storage import Heartbeat, mask_url, open_storage
-from hpo.cli._common import StorageOption, handles_errors, storage_url
+from hpo._storage import Heartbeat, mask_url, open_storage, resolve_url
+from hpo.cli._common import StorageOption
 
 
 class DashboardError(HpoError):
@@ -28,7 +28,6 @@ class _Stop(Exception):
     """SIGTERM asks the server to stop, as Ctrl-C does."""
 
 
-@handles_errors
 def dashboard(
     storage: StorageOption = None,
     host: Annotated[str, typer.Option(
@@ -37,7 +36,7 @@ def dashboard(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the storage: studies, trials, params, curves and attributes."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     # A reader: no heartbeats, it never runs trials.
     import optuna_dashboard  # heavy (it brings scikit-learn); only this command needs it
 
@@ -57,11 +56,6 @@ def dashboard(
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
     typer.echo("Dashboard stopped.")
-
-
-def register(root: typer.Typer) -> None:
-    """Mount `hpo dashboard` on the root app."""
-    root.command("dashboard")(dashboard)
 
 
 class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):

@@ -10,13 +10,10 @@ from typing import Annotated
 
 import typer
 
-from hpo.cli._common import JsonOption, fail, handles_errors, print_json, print_table
-from trainer import REGISTRY, cache_root, download, list_datasets, locate, verify
+from hpo.cli._common import JsonOption, group, print_json, print_table
+from trainer import REGISTRY, DataError, cache_root, download, list_datasets, locate, verify
 
-app = typer.Typer(
-    help="Find, download and check the data sets the trainer reads (MNIST, Fashion-MNIST, digits).",
-    no_args_is_help=True,
-)
+app = group(help="Find, download and check the data sets the trainer reads (MNIST, Fashion-MNIST, digits).")
 
 # Built from the registry so the choices shown by --help never drift from it.
 DatasetName = Enum("DatasetName", {name: name for name in REGISTRY}, type=str)  # type: ignore[misc]
@@ -41,7 +38,6 @@ _STATUS = {
 
 
 @app.command("list")
-@handles_errors
 def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> None:
     """Show each data set: whether its files are found, where, and how many samples it gives."""
     locations = list_datasets(data_dir)
@@ -88,7 +84,6 @@ def _as_dict(loc) -> dict:
 
 
 @app.command("fetch")
-@handles_errors
 def fetch_command(
     name: NameArgument,
     dest: Annotated[
@@ -125,7 +120,6 @@ def fetch_command(
 
 
 @app.command("verify")
-@handles_errors
 def verify_command(name: NameArgument, data_dir: DataDirOption = None) -> None:
     """Compare the files found against the known checksums (sha256 of the decompressed content)."""
     info = REGISTRY[name.value]
@@ -141,7 +135,7 @@ def verify_command(name: NameArgument, data_dir: DataDirOption = None) -> None:
         typer.echo(f"{info.name}: training files absent; the test files stand in for both (docs/data.md).")
     bad = [c for c in checks if c.status in ("mismatch", "unreadable")]
     if bad:
-        fail(
+        raise DataError(
             f"{len(bad)} of {len(checks)} {info.name} files failed the check ({', '.join(c.file for c in bad)}); "
             f"delete them and run 'hpo data fetch {info.name}'"
         )

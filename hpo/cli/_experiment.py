@@ -7,12 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from hpo.cli._common import JsonOption, handles_errors, print_json, print_table
+from hpo.cli._common import JsonOption, group, print_json, print_table
 
-app = typer.Typer(
+app = group(
     help="Reproduce the seed's experiments: PNG figures and a JSON of every number drawn go to --out "
     "(default ./experiments/KIND), the key numbers print as a table.",
-    no_args_is_help=True,
 )
 
 DataOption = Annotated[str, typer.Option(
@@ -86,7 +85,7 @@ def _register(kind: str) -> None:
     command.__name__ = kind
     command.__doc__ = SUMMARIES.get(kind) or (
         "Run every experiment, each into its own folder OUT/KIND (default ./experiments/KIND).")
-    app.command(kind)(handles_errors(command))
+    app.command(kind)(command)
 
 
 for _kind in (*SUMMARIES, "all"):  # the order of hpo.experiments.KINDS (a test checks)

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import optuna
 import typer
 
-from hpo._storage import Heartbeat, backend_name, mask_url, open_storage, resolve_url
-from hpo.cli._common import JsonOption, handles_errors, print_json, print_table
+from hpo._storage import STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_url
+from hpo.cli._common import JsonOption, StorageOption, group, print_json, print_table
 
-app = typer.Typer(help="Check storages.", no_args_is_help=True)
+app = group(help="Check storages.")
 
 
 @app.command()
-@handles_errors
 def check(
     url: Annotated[str | None, typer.Argument(
-        envvar="HPO_STORAGE", show_envvar=True, help="The storage URL (default: the default SQLite file).")] = None,
+        show_default=False, help="The storage URL, as an argument instead of --storage.")] = None,
+    storage: StorageOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Connect, print the backend and schema version, and list the studies."""
-    url = resolve_url(url)
-    storage = open_storage(url, Heartbeat(interval=None))
+    if url and storage and storage != os.environ.get(STORAGE_ENV) and storage != url:
+        raise typer.BadParameter("give the storage URL once, as an argument or with --storage",
+                                 param_hint="--storage")
+    url = resolve_url(url or storage)
+    opened = open_storage(url, Heartbeat(interval=None))
     schema = None
-    if isinstance(storage, optuna.storages.RDBStorage):
-        schema = storage.get_current_version()
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if isinstance(opened, optuna.storages.RDBStorage):
+        schema = opened.get_current_version()
+    summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
     studies = [{"name": s.study_name, "trials": s.n_trials} for s in summaries]
     if json_:
         print_json({"url": mask_url(url), "backend": backend_name(url), "schema": schema, "studies": studies})

@@ -1,4 +1,7 @@
-"""`hpo study …`: create, run, list, show, best, delete."""
+"""`hpo study create | run | list | show | best | confirm | fail-stale | delete`.
+
+The root (`hpo.cli`) mounts this group's commands, with those of `_analysis` and `_transfer`, as `hpo study`.
+"""
 
 from __future__ import annotations
 
@@ -13,66 +16,50 @@ from hpo._confirm import confirm as run_confirm
 from hpo._confirm import confirmed_choice
 from hpo._errors import StudyError
 from hpo._spec import load_spec
-from hpo._storage import Heartbeat, mask_url
+from hpo._storage import Heartbeat, mask_url, resolve_url
 from hpo._workers import run_workers
-from hpo.cli._common import JsonOption, StorageOption, fmt, handles_errors, print_json, print_table, storage_url
+from hpo.cli._common import JsonOption, NameArg, StorageOption, fmt, group, hint, print_json, print_table
 
-app = typer.Typer(help="Create, run, resume and inspect studies.", no_args_is_help=True)
-
-NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The study's name.")]
+app = group()
 
 
 @app.command()
-@handles_errors
 def create(
     spec: Annotated[Path, typer.Argument(help="The study spec (TOML), e.g. studies/quickstart.toml.")],
     name: Annotated[str | None, typer.Option(help="Name the study (default: [study] name).")] = None,
     storage: StorageOption = None,
 ) -> None:
     """Validate a spec and create its study; the study keeps the whole spec."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.create(load_spec(spec), url, name)
     typer.echo(f"Created study '{handle.name}' in {mask_url(url)} "
-               f"(target {handle.spec.trials} trials). Run it with: hpo study run {handle.name}")
-
-
-def _positive(value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise typer.BadParameter(f"must be a whole number >= 1; got {value}")
-    return value
-
-
-def _positive_float(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be a number of seconds > 0; got {value}")
-    return value
+               f"(target {handle.spec.trials} trials). Run it with: {hint('study run', handle.name, storage=storage)}")
 
 
 @app.command()
-@handles_errors
 def run(
     name: NameArg,
     trials: Annotated[int | None, typer.Option(
-        callback=_positive,
+        min=1,
         help="The study's total target of finished trials (complete + pruned); "
         "trials already finished count. Default: the spec's [study] trials.")] = None,
     timeout: Annotated[float | None, typer.Option(
-        callback=_positive_float, help="Start no new trial after this many seconds.")] = None,
+        min=0, help="Start no new trial after this many seconds.")] = None,
     storage: StorageOption = None,
     heartbeat_interval: Annotated[int, typer.Option(
-        callback=_positive, envvar="HPO_HEARTBEAT_INTERVAL",
+        min=1, envvar="HPO_HEARTBEAT_INTERVAL",
         help="Seconds between heartbeats of a running trial.")] = 10,
     grace_period: Annotated[int, typer.Option(
-        callback=_positive, envvar="HPO_GRACE_PERIOD",
+        min=1, envvar="HPO_GRACE_PERIOD",
         help="Seconds without heartbeat after which a RUNNING trial counts as dead: "
         "it is failed and retried once with the same parameters.")] = 30,
     workers: Annotated[int, typer.Option(
-        callback=_positive, help="Worker processes on this machine (each with one BLAS thread).")] = 1,
+        min=1, help="Worker processes on this machine (each with one BLAS thread).")] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run the study until it holds the target of finished trials (resumes where it stopped)."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     heartbeat = Heartbeat(heartbeat_interval, grace_period)
     handle = _study.open_study(name, url, heartbeat)
     display = None if quiet else ProgressDisplay()
@@ -89,6 +76,9 @@ def run(
     state = "target reached" if result.reached_target else "stopped before the target (timeout)"
     typer.echo(f"{name}: {result.finished}/{result.target} finished, {result.ran} run now, "
                f"{state}; {best_text}")
+    if not result.reached_target:
+        target = ("--trials", str(trials)) if trials is not None else ()
+        typer.echo(f"Continue with: {hint('study run', name, options=target, storage=storage)}")
 
 
 class ProgressDisplay:
@@ -128,16 +118,15 @@ def _clock(seconds: float) -> str:
 
 
 @app.command("list")
-@handles_errors
 def list_(storage: StorageOption = None, json_: JsonOption = False) -> None:
     """The studies in the storage, with their progress, best value and lineage."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     rows = _study.list_studies(url)
     if json_:
         print_json([row.__dict__ for row in rows])
         return
     if not rows:
-        typer.echo(f"No studies in {mask_url(url)}. Create one with: hpo study create SPEC")
+        typer.echo(f"No studies in {mask_url(url)}. Create one with: {hint('study create', 'SPEC', storage=storage)}")
         return
     print_table(
         ["name", "data", "finished", "complete", "pruned", "failed", "running", "best", "parent"],
@@ -146,15 +135,14 @@ def list_(storage: StorageOption = None, json_: JsonOption = False) -> None:
 
 
 @app.command()
-@handles_errors
 def show(
     name: NameArg,
-    top: Annotated[int, typer.Option("--top", "-k", callback=_positive, help="How many best trials.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many best trials.")] = 10,
     storage: StorageOption = None,
     json_: JsonOption = False,
 ) -> None:
     """The best trials as a table: Best-1 … Best-K with value, parameters, epochs, state."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.open_study(name, url, Heartbeat(interval=None))
     counts = _study.count_states(handle.study)
     best = _study.ranked(handle.study)[:top]
@@ -183,14 +171,14 @@ def show(
 
 
 @app.command()
-@handles_errors
 def best(name: NameArg, storage: StorageOption = None, json_: JsonOption = False) -> None:
     """The best configuration: the confirmed one if `confirm` has run, else the best single trial."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.open_study(name, url, Heartbeat(interval=None))
     trial = _study.best_trial(handle.study)
     if trial is None:
-        raise StudyError(f"study '{name}' has no complete trial yet; run it with `hpo study run {name}`")
+        raise StudyError(f"study '{name}' has no complete trial yet; "
+                         f"run it with `{hint('study run', name, storage=storage)}`")
     confirmed = confirmed_choice(handle.study)
     if confirmed:
         trial = handle.study.trials[confirmed["trial"]]
@@ -207,25 +195,24 @@ def best(name: NameArg, storage: StorageOption = None, json_: JsonOption = False
                    f"(single run {fmt(trial.value)})")
     else:
         typer.echo(f"Best trial of '{name}': #{trial.number}, validation accuracy {fmt(trial.value)} "
-                   f"(a single run; `hpo study confirm {name}` re-checks the best over seeds)")
+                   f"(a single run; `{hint('study confirm', name, storage=storage)}` re-checks the best over seeds)")
     for key, value in trial.params.items():
         typer.echo(f"  {key} = {fmt(value, 6)}")
 
 
 @app.command()
-@handles_errors
 def confirm(
     name: NameArg,
-    top: Annotated[int, typer.Option("--top", "-k", callback=_positive,
+    top: Annotated[int, typer.Option("--top", "-k", min=1,
                                      help="How many best distinct configurations to re-check.")] = 5,
-    seeds: Annotated[int, typer.Option(callback=_positive, help="Training runs per configuration.")] = 5,
-    workers: Annotated[int, typer.Option(callback=_positive, help="Worker processes.")] = 1,
+    seeds: Annotated[int, typer.Option(min=1, help="Training runs per configuration.")] = 5,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     storage: StorageOption = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
     json_: JsonOption = False,
 ) -> None:
     """Retrain the best configurations with fresh seeds and rank them by mean validation accuracy."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.open_study(name, url)
     display = None if json_ else ProgressDisplay()
     results = run_confirm(handle, top=top, seeds=seeds, workers=workers,
@@ -245,16 +232,15 @@ def confirm(
 
 
 @app.command("fail-stale")
-@handles_errors
 def fail_stale(
     name: NameArg,
     grace_period: Annotated[int, typer.Option(
-        callback=_positive, envvar="HPO_GRACE_PERIOD",
+        min=1, envvar="HPO_GRACE_PERIOD",
         help="Seconds without heartbeat after which a RUNNING trial counts as dead.")] = 30,
     storage: StorageOption = None,
 ) -> None:
     """Fail the RUNNING trials whose worker stopped sending heartbeats; each is retried once."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     handle = _study.open_study(name, url, Heartbeat(grace_period=grace_period))
     failed, retried = _study.fail_stale(handle)
     if not failed:
@@ -265,14 +251,13 @@ def fail_stale(
 
 
 @app.command()
-@handles_errors
 def delete(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
     storage: StorageOption = None,
 ) -> None:
     """Delete a study and all its trials (needs --yes)."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     if not yes:
         raise typer.BadParameter(f"deleting study '{name}' cannot be undone; add --yes to confirm",
                                  param_hint="--yes")

@@ -1,6 +1,6 @@
 """`hpo study copy | export | import`: move a study whole between storages and files.
 
-The commands join the `hpo study` sub-app; importing this module registers them.
+The root (`hpo.cli`) mounts this group's commands under `hpo study`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Annotated
 import typer
 
 from hpo import _transfer
-from hpo._storage import mask_url, resolve_url
-from hpo.cli._common import StorageOption, handles_errors, storage_url
-from hpo.cli._study import NameArg, app
+from hpo._storage import URL_HELP, mask_url, resolve_url
+from hpo.cli._common import NameArg, StorageOption, group
+
+app = group()
 
 
 class FileFormat(str, Enum):
@@ -27,16 +28,15 @@ NewNameOption = Annotated[str | None, typer.Option(
 
 
 @app.command("copy")
-@handles_errors
 def copy(
     name: NameArg,
     to: Annotated[str, typer.Option(
-        "--to", help="Storage URL to copy into, e.g. postgresql+psycopg://user@server/db.")],
+        "--to", help=f"Storage URL to copy into ({URL_HELP}).")],
     new_name: NewNameOption = None,
     storage: StorageOption = None,
 ) -> None:
     """Copy a study with all its trials and attributes to another storage, in one transaction."""
-    source = storage_url(storage)
+    source = resolve_url(storage)
     target = resolve_url(to)
     done = _transfer.copy_study(name, source, target, new_name)
     typer.echo(f"Copied study '{name}' ({_trials_text(done)}) from {mask_url(source)} to "
@@ -44,7 +44,6 @@ def copy(
 
 
 @app.command("export")
-@handles_errors
 def export(
     name: NameArg,
     format_: Annotated[FileFormat | None, typer.Option(
@@ -56,7 +55,7 @@ def export(
     storage: StorageOption = None,
 ) -> None:
     """Write a study to a portable file that `hpo study import` reads back."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     fmt = format_.value if format_ else ("csv" if out and out.suffix == ".csv" else "json")
     if out is not None and str(out) == "-":
         if fmt == "csv":
@@ -71,7 +70,6 @@ def export(
 
 
 @app.command("import")
-@handles_errors
 def import_(
     file: Annotated[Path, typer.Argument(
         help="A file written by `hpo study export` (JSON, or CSV with its sidecar NAME.study.json).")],
@@ -79,7 +77,7 @@ def import_(
     storage: StorageOption = None,
 ) -> None:
     """Create a study from an exported file (checked whole before anything is written)."""
-    url = storage_url(storage)
+    url = resolve_url(storage)
     done = _transfer.import_study(file, url, new_name)
     typer.echo(f"Imported study '{done.name}' ({_trials_text(done)}) from {file} into {mask_url(url)}.")
 
