@@ -1,0 +1,185 @@
+"""Every private Optuna name hpo uses is still there and still shaped as hpo expects.
+
+hpo/_optuna_internals.py is the only module that touches Optuna's private API. On an Optuna upgrade
+these tests name exactly what moved, so that one module is all there is to fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import TrialState
+
+from hpo import _optuna_internals as internals
+from helpers import REPO
+
+
+@pytest.fixture
+def study(tmp_path) -> optuna.Study:
+    return optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'i.db'}", direction="maximize")
+
+
+def _params(function: Callable) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def _heartbeat_thread(study: optuna.Study) -> str | None:
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    if _params(get_heartbeat_thread)[:2] != ["trial_id", "storage"]:
+        return f"its parameters are now {_params(get_heartbeat_thread)}"
+    thread = get_heartbeat_thread(0, study._storage)
+    if not (hasattr(thread, "__enter__") and hasattr(thread, "__exit__")):
+        return "it no longer returns a context manager"
+    return None
+
+
+def _pop_waiting(study: optuna.Study) -> str | None:
+    if _params(optuna.Study._pop_waiting_trial_id) != ["self"]:
+        return f"its parameters are now {_params(optuna.Study._pop_waiting_trial_id)}"
+    if study._pop_waiting_trial_id() is not None:
+        return "it returned a trial from an empty queue"
+    study.enqueue_trial({"x": 1.0})
+    trial_id = study._pop_waiting_trial_id()
+    if study._storage.get_trial(trial_id).state != TrialState.RUNNING:
+        return "the popped trial is not RUNNING"
+    return None
+
+
+def _storage_attr(study: optuna.Study) -> str | None:
+    return None if isinstance(study._storage, BaseStorage) else f"it is a {type(study._storage).__name__}"
+
+
+def _study_id_attr(study: optuna.Study) -> str | None:
+    if study._storage.get_study_id_from_name("s") != study._study_id:
+        return "it is not the storage's id of the study"
+    return None
+
+
+def _cached_trials(study: optuna.Study) -> str | None:
+    if not hasattr(study._thread_local, "cached_all_trials"):
+        return "the study's thread-local state has no cached_all_trials"
+    study.ask()
+    study._thread_local.cached_all_trials = []  # a stale cache: the sampler must not see it
+    if len(study.get_trials(deepcopy=False)) != 1:
+        return "Study.get_trials now reads the per-thread cache; the sampler's phase would count stale trials"
+    return None
+
+
+def _trial_id_attr(study: optuna.Study) -> str | None:
+    trial = study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]
+    if not (trial._trial_id == frozen._trial_id == study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, trial.number)):
+        return "Trial._trial_id or FrozenTrial._trial_id is not the storage's trial id"
+    return None
+
+
+def _cached_storage_backend(study: optuna.Study) -> str | None:
+    backend = getattr(study._storage, "_backend", None)
+    if not isinstance(backend, RDBStorage):
+        return f"the study's storage ({type(study._storage).__name__}) has no _backend RDBStorage"
+    return None
+
+
+def _models(study: optuna.Study) -> str | None:
+    from optuna.storages._rdb import models  # noqa: F401 - the import itself is what is checked
+
+    problems = []
+    for name, columns in internals.COLUMNS.items():
+        table = getattr(internals.TABLES, name)
+        missing = [c for c in columns if c not in table.c]
+        if missing:
+            problems.append(f"table {table.name} lost {missing}")
+        elif table.primary_key.columns.values()[0].name != columns[0]:
+            problems.append(f"table {table.name}'s primary key is no longer {columns[0]}")
+    engine = study._storage._backend.engine
+    actual = set(sa.inspect(engine).get_table_names())
+    gone = {getattr(internals.TABLES, name).name for name in internals.COLUMNS} - actual
+    if gone:
+        problems.append(f"the schema has no tables {sorted(gone)}")
+    return "; ".join(problems) or None
+
+
+def _value_codecs(study: optuna.Study) -> str | None:
+    from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialValueModel
+
+    for value in (0.5, math.inf, -math.inf):
+        if internals.stored_to_value(*internals.value_to_stored(value)) != value:
+            return f"TrialValueModel no longer round-trips {value}"
+    for value in (0.5, math.inf, -math.inf):
+        if internals.stored_to_intermediate(*internals.intermediate_to_stored(value)) != value:
+            return f"TrialIntermediateValueModel no longer round-trips {value}"
+    if not math.isnan(internals.stored_to_intermediate(*internals.intermediate_to_stored(math.nan))):
+        return "TrialIntermediateValueModel no longer round-trips NaN"
+    for function in (TrialValueModel.stored_repr_to_value, TrialIntermediateValueModel.stored_repr_to_intermediate_value):
+        if len(_params(function)) != 2:
+            return f"{function.__qualname__} now takes {_params(function)}"
+    return None
+
+
+PRIVATE = {
+    "optuna.storages._heartbeat.get_heartbeat_thread": _heartbeat_thread,
+    "optuna.Study._pop_waiting_trial_id": _pop_waiting,
+    "optuna.Study._storage": _storage_attr,
+    "optuna.Study._study_id": _study_id_attr,
+    "optuna.Study._thread_local.cached_all_trials": _cached_trials,
+    "optuna.Trial._trial_id and FrozenTrial._trial_id": _trial_id_attr,
+    "optuna.storages._cached_storage._CachedStorage._backend": _cached_storage_backend,
+    "optuna.storages._rdb.models (tables and columns)": _models,
+    "optuna.storages._rdb.models value conversions": _value_codecs,
+}
+
+
+@pytest.mark.parametrize("name", PRIVATE)
+def test_private_optuna_name_is_still_there(name, study):
+    try:
+        problem = PRIVATE[name](study)
+    except (ImportError, AttributeError, TypeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        pytest.fail(f"{name} is gone or changed ({problem}); update hpo/_optuna_internals.py")
+
+
+def test_the_internals_work_together_on_a_real_study(study):
+    """Claim (a queued trial first), start, heartbeat, set an attribute from the sampler's side."""
+    study.enqueue_trial({"x": 2.0})
+    queued = internals.claim_trial(study)
+    fresh = internals.claim_trial(study)
+    assert queued != fresh
+    trials = {internals.trial_id(t): t for t in study.get_trials(deepcopy=False)}
+    assert trials[queued].state == trials[fresh].state == TrialState.RUNNING
+    assert trials[queued].number == 0 and trials[fresh].number == 1
+    internals.forget_cached_trials(study)
+    trial = optuna.Trial(study, queued)
+    with internals.heartbeat(study, trial):
+        assert trial.suggest_float("x", 0, 3) == 2.0
+    internals.set_trial_user_attr(study, trials[fresh], "phase", "random")
+    assert study.get_trials(deepcopy=False)[1].user_attrs == {"phase": "random"}
+    assert internals.study_id(study) == internals.study_storage(study).get_study_id_from_name("s")
+    assert internals.rdb_storage(internals.study_storage(study)) is not None
+    assert internals.rdb_storage(optuna.storages.InMemoryStorage()) is None
+
+
+PRIVATE_USE = re.compile(
+    r"from optuna[\w.]*\._|import optuna[\w.]*\._|optuna(\.\w+)*\._[a-z]"
+    r"|(?<!hpo)\._(storage|study_id|trial_id|thread_local|pop_waiting_trial_id|get_trials|backend"
+    r"|cached_frozen_trial)\b")
+
+
+def test_no_other_module_touches_optunas_private_api():
+    offenders = []
+    for path in sorted((REPO / "hpo").rglob("*.py")):
+        if path.name == "_optuna_internals.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if PRIVATE_USE.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "private Optuna API outside hpo/_optuna_internals.py:\n" + "\n".join(offenders)

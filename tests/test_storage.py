@@ -1,0 +1,295 @@
+"""The storage gateway: URLs parsed once, secrets masked everywhere, one backend table, the study's lock.
+
+Real components: SQLite and journal files on disk, the PostgreSQL server (skipped when it is
+unreachable, except in CI), separate processes claiming trials under the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo import StorageError
+from hpo._storage import (
+    BACKENDS,
+    DEFAULT_STORAGE,
+    STORAGE_ENV,
+    URL_HELP,
+    Backend,
+    Heartbeat,
+    StorageURL,
+    lock_path,
+    mask_url,
+    open_storage,
+    resolve_storage,
+    resolve_url,
+    study_lock,
+)
+from helpers import REPO, cli_env, postgres_or_fail
+
+# --- Parsing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, backend, url, masked, path", [
+    ("sqlite:///runs/hpo.db", "sqlite", "sqlite:///runs/hpo.db", "sqlite:///runs/hpo.db", "runs/hpo.db"),
+    ("sqlite:////tmp/a b/x.db", "sqlite", "sqlite:////tmp/a b/x.db", "sqlite:////tmp/a b/x.db", "/tmp/a b/x.db"),
+    # a bare scheme gets the installed driver
+    ("postgresql://me@server/hpo", "postgresql", "postgresql+psycopg://me@server/hpo",
+     "postgresql+psycopg://me@server/hpo", None),
+    ("postgresql+psycopg://me:s3cret@server:5433/hpo", "postgresql",
+     "postgresql+psycopg://me:s3cret@server:5433/hpo", "postgresql+psycopg://me:***@server:5433/hpo", None),
+    ("mysql://root@127.0.0.1/test", "mysql", "mysql+pymysql://root@127.0.0.1/test",
+     "mysql+pymysql://root@127.0.0.1/test", None),
+    ("mariadb://root:pw@127.0.0.1/test", "mariadb", "mariadb+pymysql://root:pw@127.0.0.1/test",
+     "mariadb+pymysql://root:***@127.0.0.1/test", None),
+    ("journal:runs/study.log", "journal", "journal:runs/study.log", "journal:runs/study.log", "runs/study.log"),
+])
+def test_a_url_is_parsed_once_into_its_backend_full_url_masked_form_and_file(text, backend, url, masked, path):
+    parsed = resolve_storage(text)
+    assert parsed.backend == backend
+    assert parsed.url == url
+    assert parsed.masked == masked
+    assert parsed.path == (Path(path) if path else None)
+    assert parsed.sqlite_path == (Path(path) if backend == "sqlite" else None)
+    assert resolve_storage(parsed) is parsed  # a parsed value passes through untouched
+    assert resolve_url(text) == url
+
+
+def test_an_unescaped_at_sign_in_the_password_stays_in_the_password():
+    parsed = resolve_storage("postgresql://u:p@ss@db.example/hpo")
+    assert parsed.url == "postgresql+psycopg://u:p%40ss@db.example/hpo"  # opens db.example, not "ss@db.example"
+    assert parsed.masked == "postgresql+psycopg://u:***@db.example/hpo"
+
+
+def test_the_flag_wins_then_the_environment_then_the_default_file(monkeypatch, tmp_path):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert resolve_storage(None).url == DEFAULT_STORAGE
+    monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{tmp_path / 'env.db'}")
+    assert resolve_storage(None).path == tmp_path / "env.db"
+    assert resolve_storage(f"journal:{tmp_path / 'flag.log'}").backend == "journal"
+
+
+def test_printing_a_storage_url_never_shows_its_password():
+    parsed = resolve_storage("postgresql://alice:hunter2@server/hpo?sslpassword=k3y")
+    for shown in (str(parsed), repr(parsed), f"{parsed}", f"{parsed!r}", mask_url(parsed)):
+        assert "hunter2" not in shown and "k3y" not in shown
+    assert str(parsed) == "postgresql+psycopg://alice:***@server/hpo?sslpassword=***"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nonsense", f"storage URL 'nonsense' is not a valid URL; {URL_HELP}"),
+    ("oracle://scott:tiger@server/db", f"storage URL 'oracle://scott:***@server/db' uses unsupported backend "
+                                       f"'oracle'; {URL_HELP}"),
+    ("redis://u:p@ss@server/0", f"storage URL 'redis://u:***@server/0' uses unsupported backend 'redis'; {URL_HELP}"),
+    ("sqlite://", f"storage URL 'sqlite://' names no database file; {URL_HELP}"),
+    ("sqlite:///:memory:", "storage URL 'sqlite:///:memory:' is an in-memory database that no other command "
+                           "or worker sees; name a file: sqlite:///path/to/file.db"),
+    ("journal:", f"storage URL 'journal:' names no journal file; {URL_HELP}"),
+])
+def test_a_bad_url_is_one_line_naming_the_fault_with_the_password_masked(text, message):
+    with pytest.raises(StorageError) as caught:
+        resolve_storage(text)
+    assert str(caught.value) == message
+    assert "\n" not in str(caught.value)
+
+
+def test_a_server_that_refuses_gives_one_line_without_any_part_of_the_password():
+    password = "p@ss:w%rd"
+    with pytest.raises(StorageError) as caught:
+        open_storage(f"postgresql+psycopg://alice:{password}@127.0.0.1:1/db", Heartbeat(interval=None))
+    message = str(caught.value)
+    assert message.startswith("cannot open storage postgresql+psycopg://alice:***@127.0.0.1:1/db: ")
+    assert "\n" not in message
+    for part in (password, "p@ss", "w%rd", "p%40ss"):
+        assert part not in message
+
+
+# --- Masking ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("postgresql://u:p@ss@host/db", "postgresql://u:***@host/db"),
+    ("postgresql://u:p:ss@host:5432/db", "postgresql://u:***@host:5432/db"),
+    ("postgresql://u:100%@host/db", "postgresql://u:***@host/db"),
+    ("postgresql://u:p%40s%3As@host/db", "postgresql://u:***@host/db"),
+    ("postgresql://u:a@b:c%d@e@host/db", "postgresql://u:***@host/db"),
+    ("postgresql://u:p/ss?x@host/db", "postgresql://u:***@host/db"),
+    ("mysql+pymysql://u:@host/db", "mysql+pymysql://u:***@host/db"),
+    ("postgresql://u@host/db", "postgresql://u@host/db"),
+    ("postgresql://host:5432/db", "postgresql://host:5432/db"),
+    ("postgresql://host/db?password=x&sslmode=require", "postgresql://host/db?password=***&sslmode=require"),
+    ("postgresql://host/db?PassWord=x;TOKEN=y", "postgresql://host/db?PassWord=***;TOKEN=***"),
+    ("mysql://h/db?passwd=a&pwd=b&secret=c&key=d&sslpassword=e&keyfile=f",
+     "mysql://h/db?passwd=***&pwd=***&secret=***&key=***&sslpassword=***&keyfile=f"),
+    ("postgresql://u:p@ss@host/db?token=t@k", "postgresql://u:***@k"),  # ambiguous: hides more, never less
+    ("sqlite:///runs/a@b.db", "sqlite:///runs/a@b.db"),
+    ("journal:/tmp/j.log", "journal:/tmp/j.log"),
+    ("not a url: u:p@x", "not a url: u:p@x"),
+])
+def test_mask_url_hides_every_secret_a_url_can_carry(text, masked):
+    assert mask_url(text) == masked
+
+
+# --- The backend table ---------------------------------------------------------------------------
+
+
+def test_the_backend_table_names_each_supported_backend_once():
+    assert set(BACKENDS) == {"sqlite", "postgresql", "mysql", "mariadb", "journal"}
+    for name, backend in BACKENDS.items():
+        assert backend.name == name
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_every_backend_has_its_own_claim(name):
+    """Inheriting Backend.claim would refuse every run on that backend."""
+    assert type(BACKENDS[name]).claim is not Backend.claim
+
+
+def test_a_backend_without_a_shared_lock_is_refused_not_given_an_in_process_lock(tmp_path):
+    unknown = StorageURL("oracle", "oracle://scott:tiger@server/db", "oracle://scott:***@server/db")
+    with pytest.raises(StorageError) as caught:
+        with study_lock(unknown, "s"):
+            pass
+    assert str(caught.value) == (f"storage oracle://scott:***@server/db has no lock that all workers share, "
+                                 f"so trials cannot be claimed safely; {URL_HELP}")
+
+
+def test_the_journal_lock_is_not_the_lock_file_of_optunas_journal_backend(tmp_path):
+    url = resolve_storage(f"journal:{tmp_path / 'j.log'}")
+    assert lock_path(url) == tmp_path / "j.log-hpo.lock"
+    assert lock_path(url) != tmp_path / "j.log.lock"  # JournalFileBackend's lock (symlink or O_EXCL file)
+    storage = open_storage(url)
+    done = threading.Event()
+
+    def write():
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+        done.set()
+
+    with study_lock(url, "s"):
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=20)  # a write takes milliseconds; a shared lock file would block it
+        assert done.is_set(), "Optuna's journal write waited for hpo's study lock"
+    assert not (tmp_path / "j.log.lock").exists()
+
+
+# --- Opening -------------------------------------------------------------------------------------
+
+
+def test_a_sqlite_file_opens_in_wal_mode_with_normal_sync(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'new' / 's.db'}")  # the folder is created
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    with sqlite3.connect(tmp_path / "new" / "s.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_a_file_that_is_not_sqlite_is_refused_in_one_line(tmp_path):
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("just some text, not a database\n" * 100)
+    with pytest.raises(StorageError) as caught:
+        open_storage(f"sqlite:///{bogus}")
+    assert str(caught.value).startswith(f"{bogus} is not a usable SQLite database (")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_postgresql_opens_with_heartbeats():
+    url = resolve_storage(postgres_or_fail())
+    storage = open_storage(url)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == Heartbeat().interval
+    optuna.get_all_study_names(storage)  # the schema is there and readable
+
+
+# --- The study's lock ------------------------------------------------------------------------------
+
+
+def _lockable(kind: str, tmp_path: Path) -> StorageURL:
+    if kind == "sqlite":
+        return resolve_storage(f"sqlite:///{tmp_path / 's.db'}")
+    if kind == "journal":
+        return resolve_storage(f"journal:{tmp_path / 'j.log'}")
+    return resolve_storage(postgres_or_fail())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_study_lock_keeps_a_second_holder_waiting_until_the_first_lets_go(kind, tmp_path):
+    url = _lockable(kind, tmp_path)
+    order = []
+
+    def second():
+        with study_lock(url, "shared"):
+            order.append("second")
+
+    with study_lock(url, "shared"):
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(timeout=1)  # without the lock, the second holder would be done by now
+        order.append("first")
+    other.join(timeout=60)
+    assert order == ["first", "second"]
+
+
+CLAIMER = """
+import sys, time
+import optuna
+from hpo import _optuna_internals as internals
+from hpo._storage import open_storage, study_lock
+url, name, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+study = optuna.load_study(study_name=name, storage=open_storage(url))
+while True:
+    with study_lock(url, name):
+        if len(study.get_trials(deepcopy=False)) >= target:
+            break
+        time.sleep(0.005)  # widen the window between counting and creating
+        trial_id = internals.claim_trial(study)
+    study.tell(optuna.Trial(study, trial_id), 1.0)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_claiming_under_the_lock_on_sqlite_never_overshoot(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    optuna.create_study(study_name="claims", storage=open_storage(url), direction="maximize")
+    args = [sys.executable, "-c", CLAIMER, url, "claims", "40"]
+    env = cli_env(PYTHONPATH=str(REPO))
+    workers = [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read()
+        worker.stderr.close()
+    trials = optuna.load_study(study_name="claims", storage=url).get_trials(deepcopy=False)
+    assert len(trials) == 40
+    assert [t.number for t in trials] == list(range(40))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_no_module_but_the_gateway_looks_inside_a_storage_url():
+    """Scheme strings and URL parsing live in hpo/_storage.py alone; others use StorageURL."""
+    offenders = []
+    for path in sorted((REPO / "hpo").rglob("*.py")):
+        if path.name == "_storage.py" and path.parent.name == "hpo":
+            continue
+        text = path.read_text()
+        for needle in ("sqlite:", '"sqlite"', "postgresql", "mysql", "mariadb", "journal:", '"journal"',
+                       "make_url", "startswith(\"journal"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(REPO)}: {needle}")
+    assert not offenders, offenders
+
+
+def test_the_default_storage_is_a_sqlite_file_in_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    url = resolve_storage()
+    assert url.path == Path("hpo.db")
+    open_storage(url)
+    assert (tmp_path / "hpo.db").exists() and os.path.getsize(tmp_path / "hpo.db") > 0
