@@ -54,8 +54,9 @@ FIGURES = MappingProxyType({kind.name: kind for kind in (
         "plot_history"),
     FigureKind(
         "importance",
-        "fANOVA parameter importances (Optuna's own plot)",
-        "How much of the variation in validation accuracy each parameter explains (fANOVA).",
+        "PED-ANOVA parameter importances, the dashboard's method (Optuna's own plot)",
+        "How much each parameter decides whether a trial reaches the best validation accuracies "
+        "(PED-ANOVA, the method the Optuna dashboard shows, so both give the same numbers).",
         "plot_importance"),
     FigureKind(
         "optimizers",

@@ -478,20 +478,29 @@ def plot_history(study: optuna.Study) -> Figure:
     return fig
 
 
+def _higher_is_better(study: optuna.Study):
+    # PED-ANOVA looks for what reaches LOW target values; the dashboard negates a maximized
+    # value, and so does this figure, so both show the same numbers.
+    return lambda trial: -trial.value
+
+
 def plot_importance(study: optuna.Study, seed: int = 0) -> Figure:
-    """Parameter importances by fANOVA, drawn by Optuna's matplotlib plot (needs >= 2 parameters)."""
+    """Parameter importances by PED-ANOVA, the method the dashboard shows, drawn by Optuna's
+    matplotlib plot (needs >= 2 parameters). The seed is kept for callers; PED-ANOVA needs none."""
     view = _view(study)
     if len(view.spec.search) < 2:
         raise StudyError(f"study '{view.name}' searches {len(view.spec.search)} parameter(s); "
                          "importances compare at least 2")
     _need_complete(view, "importance", 3)
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     with _style(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
         # Optuna draws on a pyplot figure and switches the style sheet; both stay inside here.
         import matplotlib.pyplot as plt
 
-        ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
+        ax = optuna.visualization.matplotlib.plot_param_importances(
+            study, evaluator=evaluator, target=_higher_is_better(study), target_name="validation accuracy")
         fig = ax.figure
         plt.close(fig)  # drawn and saved like our own figures; pyplot need not track it
         fig.set_size_inches(7.0, 1.2 + 0.55 * len(view.spec.search))
@@ -502,9 +511,10 @@ def plot_importance(study: optuna.Study, seed: int = 0) -> Figure:
         ax.grid(False, axis="y")
         for text in ax.texts:
             text.set_fontsize(9)
-        ax.set_title(f"{view.name}: parameter importance (fANOVA over {len(view.complete())} complete trials)",
+        ax.set_title(f"{view.name}: parameter importance (PED-ANOVA over {len(view.complete())} complete trials)",
                      loc="left", fontsize=10, fontweight="bold")
-        ax.set_xlabel("share of the variance of validation accuracy explained", fontsize=9)
+        ax.set_xlabel("importance for reaching the best validation accuracies (PED-ANOVA, as the dashboard)",
+                      fontsize=9)
         ax.set_ylabel("")
         ax.tick_params(labelsize=9)
         legend = ax.get_legend()

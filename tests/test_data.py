@@ -204,18 +204,41 @@ def test_mnist_with_training_files_uses_them_and_the_whole_t10k(tmp_path, places
 # digits
 
 
-def test_digits_are_sklearns_bundled_set_split_into_disjoint_stratified_parts():
-    from sklearn.datasets import load_digits
+DIGITS_LABEL_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]  # UCI optdigits test set
+DIGITS_PIXELS_SHA256 = "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3"  # uint8 (1797, 64)
 
+
+def test_digits_come_from_the_bundled_file_split_into_disjoint_stratified_parts():
+    from trainer._digits import read_digits
+
+    images, labels = read_digits()
+    assert images.shape == (1_797, 64) and np.bincount(labels).tolist() == DIGITS_LABEL_COUNTS
+    pixels = np.ascontiguousarray(images.astype(np.uint8)).tobytes()
+    assert hashlib.sha256(pixels).hexdigest() == DIGITS_PIXELS_SHA256
     pool = load_training_pool("digits")
     test = load_test_split("digits")
     assert (len(pool), len(test)) == (1_438, 359) and pool.x.shape[1] == 64
-    bundled = load_digits()
-    assert rows(np.concatenate([pool.x, test.x]), 16) == rows(bundled.data / 16, 16)
-    share = np.bincount(test.y) / np.bincount(bundled.target)
+    assert rows(np.concatenate([pool.x, test.x]), 16) == rows(images / 16, 16)
+    share = np.bincount(test.y) / np.bincount(labels)
     assert np.all(np.abs(share - 0.2) < 0.01)
     assert locate("digits").status == "bundled"
     assert verify("digits") == []
+
+
+def test_an_altered_digits_file_is_refused_with_one_line(monkeypatch, tmp_path):
+    import trainer._digits as digits
+    from trainer._load import _load_digits
+
+    altered = tmp_path / "trainer" / "data"
+    altered.mkdir(parents=True)
+    (altered / "digits.csv.gz").write_bytes(gzip.compress(b"0,0\n"))
+    monkeypatch.setattr(digits.resources, "files", lambda package: tmp_path / "trainer")
+    _load_digits.cache_clear()
+    try:
+        with pytest.raises(DataError, match=r"^digits: the bundled digits.csv.gz has SHA-256 .*; reinstall"):
+            load_training_pool("digits")
+    finally:
+        _load_digits.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------
@@ -657,7 +680,7 @@ def test_cli_list_as_a_table(places):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["name", "status", "samples", "(pool", "+", "test)", "location"]
     assert lines[2].split()[:2] == ["mnist", "missing"]
-    assert lines[4].split() == ["digits", "bundled", "1,438", "+", "359", "scikit-learn"]
+    assert lines[4].split() == ["digits", "bundled", "1,438", "+", "359", "package"]
     assert "mnist: not found; 'hpo data fetch mnist' downloads it into" in result.stdout
 
 

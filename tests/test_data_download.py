@@ -191,7 +191,7 @@ def test_file_urls_work_too(tiny, tmp_path):
     [
         (lambda: download("tiny", base_url="ftp://example.org/"),
          r"--url must be an http://, https:// or file:// URL; got 'ftp://example\.org/'"),
-        (lambda: download("digits"), r"digits: bundled with scikit-learn; there is nothing to download"),
+        (lambda: download("digits"), r"digits: bundled with hpo; there is nothing to download"),
         (lambda: download("cifar"), r"unknown data set 'cifar'"),
     ],
 )
@@ -250,5 +250,5 @@ def test_cli_fetch_md5_mismatch_is_one_error_line_and_nothing_is_kept(serve, tmp
 def test_cli_fetch_of_a_bundled_set_has_nothing_to_do(tmp_path):
     result = runner.invoke(app, ["fetch", "digits", "--dest", str(tmp_path)])
     assert result.exit_code == 0
-    assert result.stdout == "digits: bundled with scikit-learn; nothing to download.\n"
+    assert result.stdout == "digits: bundled with hpo; nothing to download.\n"
     assert leftovers(tmp_path) == []

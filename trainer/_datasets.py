@@ -18,7 +18,7 @@ DTYPES = ("float32", "float64")
 STANDIN_SEED = 1998
 STANDIN_POOL_SIZE = 5_000
 
-# scikit-learn's bundled digits: a fixed stratified 20% is held out as the test split.
+# The bundled digits (trainer/data, scikit-learn's copy of UCI optdigits): a fixed stratified 20% is held out as the test split.
 DIGITS_SEED = 1997
 DIGITS_SIZE = 1_797
 DIGITS_TEST_SIZE = round(DIGITS_SIZE * 0.2)  # 359
@@ -175,7 +175,7 @@ REGISTRY: dict[str, DatasetInfo] = {
     ),
     "digits": DatasetInfo(
         name="digits",
-        title="scikit-learn's bundled 8x8 handwritten digits (UCI optdigits test set)",
+        title="bundled 8x8 handwritten digits (UCI optdigits test set)",
         input_size=64,
         classes=10,
         pool_size=DIGITS_SIZE - DIGITS_TEST_SIZE,

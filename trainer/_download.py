@@ -130,7 +130,7 @@ def download(
     """
     info = dataset_info(name)
     if info.bundled:
-        raise DataError(f"{name}: bundled with scikit-learn; there is nothing to download")
+        raise DataError(f"{name}: bundled with hpo; there is nothing to download")
     bases = _bases(info, base_url)
     folder = (Path(dest).expanduser() if dest is not None else cache_root()) / name
     created = not folder.exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer._digits import DigitsFileError, read_digits
 from trainer._datasets import (
     DIGITS_SEED,
     DIGITS_SIZE,
@@ -129,23 +130,19 @@ def _read_checked(info: DatasetInfo, kind: str, path: str, stat: list[int]) -> n
 @functools.lru_cache(maxsize=4)
 def _load_digits(dtype: str, part: str) -> Dataset:
     try:
-        from sklearn.datasets import load_digits  # only here: the rest of trainer/ is NumPy-only
-    except ImportError:
-        raise DataError("digits: needs scikit-learn, which bundles them; pip install scikit-learn") from None
-    bunch = load_digits()
-    images = bunch.data  # (1797, 64), integers 0..16
-    labels = bunch.target.astype(np.int64)
+        images, labels = read_digits()  # (1797, 64) counts 0..16, (1797,)
+    except DigitsFileError as exc:
+        raise DataError(f"digits: {exc}") from None
     if len(labels) != DIGITS_SIZE:
-        raise DataError(
-            f"digits: scikit-learn gave {len(labels)} images, expected {DIGITS_SIZE}; reinstall scikit-learn"
-        )
+        raise DataError(f"digits: the bundled file holds {len(labels)} images, expected {DIGITS_SIZE}; "
+                        "reinstall hpo-studies")
     test_idx, pool_idx = stratified_partition(labels, DIGITS_TEST_SIZE, DIGITS_SEED)
     keep = pool_idx if part == "pool" else test_idx
     x = images[keep].astype(dtype)
     x /= 16
     what = "training pool" if part == "pool" else "test split"
     source = (
-        f"digits {what}: {len(keep):,} of scikit-learn's {DIGITS_SIZE:,} bundled 8x8 digits "
+        f"digits {what}: {len(keep):,} of the {DIGITS_SIZE:,} bundled 8x8 digits "
         f"(fixed stratified 20% test hold-out, seed {DIGITS_SEED})"
     )
     return read_only(Dataset(x, labels[keep], source))

@@ -49,7 +49,7 @@ def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> N
             loc.name,
             _STATUS[loc.status],
             _samples(loc),
-            str(loc.folder) if loc.folder else ("scikit-learn" if loc.status == "bundled" else "-"),
+            str(loc.folder) if loc.folder else ("package" if loc.status == "bundled" else "-"),
         ]
         for loc in locations
     ]
@@ -107,7 +107,7 @@ def fetch_command(
     """Download a data set, checking every file's MD5 before keeping it."""
     info = REGISTRY[name.value]
     if info.bundled:
-        typer.echo(f"{info.name}: bundled with scikit-learn; nothing to download.")
+        typer.echo(f"{info.name}: bundled with hpo; nothing to download.")
         return
     reporter = _ProgressLine()
     try:
@@ -125,7 +125,7 @@ def verify_command(name: NameArgument, data_dir: DataDirOption = None) -> None:
     info = REGISTRY[name.value]
     checks = verify(info.name, data_dir)
     if not checks:
-        typer.echo(f"{info.name}: bundled with scikit-learn; nothing to verify.")
+        typer.echo(f"{info.name}: bundled with hpo; nothing to verify.")
         return
     print_table(["status", "check", "file"], [[c.status, c.method, str(c.path)] for c in checks])
     for check in checks:
