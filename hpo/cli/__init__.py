@@ -14,6 +14,7 @@ from hpo.cli import _analysis, _dashboard, _data, _experiment, _storage, _study,
 from hpo.cli._common import group
 
 app = group(name="hpo", help="Hyperparameter optimization of a NumPy trainer with Optuna.")
+app.command("dashboard")(_dashboard.dashboard)
 
 # `hpo study` gathers three modules' groups; their commands sit side by side under it.
 study = group(help="Create, run, resume and inspect studies.")
@@ -25,7 +26,6 @@ app.add_typer(study, name="study")
 app.add_typer(_data.app, name="data")
 app.add_typer(_storage.app, name="storage")
 app.add_typer(_experiment.app, name="experiment")
-app.command("dashboard")(_dashboard.dashboard)
 
 
 def _version(value: bool) -> None:

@@ -64,18 +64,19 @@ def describe(exc: BaseException) -> str | None:
 
 def _os_message(exc: OSError) -> str:
     reason = exc.strerror or _first_line(exc)
-    files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
-    text = f"{' -> '.join(files)}: {reason}" if files else reason
+    # Of a rename's two files, the second is the one the user named; the first is a temporary file.
+    file = exc.filename2 if exc.filename2 is not None else exc.filename
+    text = f"{file}: {reason}" if file is not None else reason
     fix = _OS_FIXES.get(exc.errno)
     return f"{text}; {fix}" if fix else text
 
 
 def _database_message(exc: BaseException) -> str:
-    detail = _first_line(getattr(exc, "orig", None) or exc)
-    cause = exc.__cause__
-    if cause is not None and isinstance(cause, sqlalchemy.exc.SQLAlchemyError):
-        detail = f"{detail} ({_first_line(getattr(cause, 'orig', None) or cause)})"
-    return f"the storage failed: {detail}; `hpo storage check` tests the connection"
+    # Optuna wraps the driver's error in a generic sentence; the driver's own first line says more.
+    cause = exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
+    detail = _first_line(getattr(cause, "orig", None) or cause)
+    return (f"the storage failed: {detail}; check the database behind --storage "
+            "(`hpo storage check` connects and shows its schema)")
 
 
 def _first_line(exc: BaseException) -> str:
