@@ -316,7 +316,7 @@ class _Server(Backend):
 
     name: str
     driver: str  # the driver used when a URL names none
-    acquire: str  # SQL taking the lock named :k, waiting as long as it takes
+    acquire: str  # SQL taking the lock named :k, waiting as long as it takes; 1 once it is held
     release: str
     lock_key: Callable[[str], object]  # the lock's name for a study
     copy: bool = False  # bulk inserts by COPY (PostgreSQL through psycopg 3)
@@ -352,6 +352,10 @@ def _named_key(study_name: str) -> str:
     return f"hpo:{study_name}"[:64]  # GET_LOCK names are at most 64 characters
 
 
+# A year, as "wait as long as it takes": MariaDB answers a negative timeout with NULL, not the lock.
+_GET_LOCK = "SELECT GET_LOCK(:k, 31536000)"
+
+
 class _Journal(Backend):
     """An Optuna journal file, read and written through Optuna's API (no SQL, no heartbeats)."""
 
@@ -374,11 +378,10 @@ class _Journal(Backend):
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": _SQLite(),
-    "postgresql": _Server("postgresql", "postgresql+psycopg", "SELECT pg_advisory_lock(:k)",
+    "postgresql": _Server("postgresql", "postgresql+psycopg", "SELECT 1 FROM pg_advisory_lock(:k)",
                           "SELECT pg_advisory_unlock(:k)", _advisory_key, copy=True),
-    "mysql": _Server("mysql", "mysql+pymysql", "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)", _named_key),
-    "mariadb": _Server("mariadb", "mariadb+pymysql", "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)",
-                       _named_key),
+    "mysql": _Server("mysql", "mysql+pymysql", _GET_LOCK, "SELECT RELEASE_LOCK(:k)", _named_key),
+    "mariadb": _Server("mariadb", "mariadb+pymysql", _GET_LOCK, "SELECT RELEASE_LOCK(:k)", _named_key),
     "journal": _Journal(),
 }
 
@@ -459,8 +462,11 @@ def _server_lock(url: StorageURL, acquire: str, release: str, key: object) -> It
     except SQLAlchemyError as exc:
         raise StorageError(_describe_failure(url, exc)) from None
     with connection:
-        connection.execute(sqlalchemy.text(acquire), {"k": key})
+        taken = connection.execute(sqlalchemy.text(acquire), {"k": key}).scalar()
         connection.commit()
+        if taken != 1:
+            raise StorageError(f"storage {url.masked} did not grant the study's lock (it answered {taken!r}); "
+                               "check that the user may take locks there")
         try:
             yield
         finally:

@@ -213,15 +213,30 @@ def test_postgresql_opens_with_heartbeats():
 # --- The study's lock ------------------------------------------------------------------------------
 
 
+MYSQL_URL = os.environ.get("HPO_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+
+
+def _mysql_or_skip() -> str:
+    """MySQL/MariaDB is optional (its driver is not a dependency): skipped when absent, even in CI."""
+    pytest.importorskip("pymysql")
+    try:
+        open_storage(MYSQL_URL, Heartbeat(interval=None))
+    except StorageError as exc:
+        pytest.skip(f"MySQL at {MYSQL_URL} unreachable: {exc}")
+    return MYSQL_URL
+
+
 def _lockable(kind: str, tmp_path: Path) -> StorageURL:
     if kind == "sqlite":
         return resolve_storage(f"sqlite:///{tmp_path / 's.db'}")
     if kind == "journal":
         return resolve_storage(f"journal:{tmp_path / 'j.log'}")
+    if kind == "mysql":
+        return resolve_storage(_mysql_or_skip())
     return resolve_storage(postgres_or_fail())
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "mysql", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_the_study_lock_keeps_a_second_holder_waiting_until_the_first_lets_go(kind, tmp_path):
     url = _lockable(kind, tmp_path)
     order = []
