@@ -57,8 +57,8 @@ def read_file(path: Path) -> StudyRecord:
     if not sidecar.exists():
         raise MalformedFile(f"it is not JSON, and as CSV it needs its sidecar {sidecar.name} "
                             "(written by `hpo study export --format csv`) next to it")
-    header = _parse_json(_read_text(sidecar), sidecar.name)
-    record = _study_from_json(header, trials_in_file=False)
+    study = _parse_json(_read_text(sidecar), sidecar.name)
+    record = _study_from_json(study, trials_in_file=False)
     record.trials = _trials_from_csv(text, len(record.directions))
     _check_numbers(record.trials)
     return record
@@ -83,6 +83,7 @@ def _parse_json(text: str, label: str) -> Any:
 
 
 def write_file(path: Path, text: str) -> None:
+    """Write `text` whole or not at all: a temporary file beside `path`, renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -104,6 +105,7 @@ def to_json(record: StudyRecord) -> str:
 
 
 def header(record: StudyRecord) -> dict[str, Any]:
+    """Everything but the trials: the head of a JSON export, the whole of a CSV export's sidecar."""
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
