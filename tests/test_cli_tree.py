@@ -11,7 +11,6 @@ import errno
 import functools
 import shlex
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import pytest
@@ -28,7 +27,7 @@ from helpers import REPO, write_spec
 runner = CliRunner()
 CLI = REPO / "hpo" / "cli"
 
-# `hpo --help` and `hpo study --help` list exactly these, in this order (Typer lists single commands first).
+# `hpo --help` and `hpo study --help` list exactly these, in this order (single commands first).
 COMMANDS = [
     "dashboard", "study create", "study run", "study list", "study show", "study best", "study confirm", "study fail-stale",
     "study delete", "study narrow", "study plot", "study evaluate", "study report", "study copy", "study export",
