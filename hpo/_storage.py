@@ -246,7 +246,7 @@ def _describe_failure(url: StorageURL, exc: BaseException) -> str:
     elif "authentication" in detail.lower() or "password" in detail.lower():
         hint = "check the user name and password"
     elif isinstance(exc, ImportError) or "No module named" in detail:
-        hint = "install the database driver (psycopg for PostgreSQL, pymysql for MySQL)"
+        hint = "install its driver: pip install 'hpo-studies[postgres]' for PostgreSQL, 'hpo-studies[mysql]' for MySQL"
     elif "version" in detail.lower() and "schema" in detail.lower():
         hint = "upgrade the schema with `optuna storage upgrade`"
     else:

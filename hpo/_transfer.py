@@ -236,7 +236,8 @@ def _write_rdb(engine: sa.Engine, record: StudyRecord, url: StorageURL) -> None:
 
 def _study_exists(engine: sa.Engine, name: str) -> bool:
     with engine.connect() as db:
-        return db.execute(sa.select(TABLES.studies.c.study_id).where(TABLES.studies.c.study_name == name)).first() is not None
+        studies = TABLES.studies
+        return db.execute(sa.select(studies.c.study_id).where(studies.c.study_name == name)).first() is not None
 
 
 def _insert_trials(db: sa.Connection, study_id: int, trials: list[TrialRecord]) -> list[int]:

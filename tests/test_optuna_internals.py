@@ -119,7 +119,8 @@ def _value_codecs(study: optuna.Study) -> str | None:
             return f"TrialIntermediateValueModel no longer round-trips {value}"
     if not math.isnan(internals.stored_to_intermediate(*internals.intermediate_to_stored(math.nan))):
         return "TrialIntermediateValueModel no longer round-trips NaN"
-    for function in (TrialValueModel.stored_repr_to_value, TrialIntermediateValueModel.stored_repr_to_intermediate_value):
+    for function in (TrialValueModel.stored_repr_to_value,
+                     TrialIntermediateValueModel.stored_repr_to_intermediate_value):
         if len(_params(function)) != 2:
             return f"{function.__qualname__} now takes {_params(function)}"
     return None
