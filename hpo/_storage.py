@@ -35,9 +35,9 @@ from hpo._errors import StorageError, first_line
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
-URL_FORMS = "sqlite:///file.db, postgresql+psycopg://user@host/db, journal:PATH"
-URL_EXAMPLE = "postgresql+psycopg://user@server/db"
+# For help texts and messages, so that no other module spells a URL scheme.
 URL_HELP = "use sqlite:///path/to/file.db, postgresql+psycopg://user@host/db or journal:PATH"
+URL_EXAMPLE = "postgresql+psycopg://user@server/db"  # a shared server, as in "e.g. …"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat before a RUNNING trial counts as dead
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the SQLite lock instead of failing
