@@ -24,6 +24,7 @@ from hpo import _optuna_internals as internals
 from hpo._errors import Interrupted, StorageError, StudyError
 from hpo._format import utc_now
 from hpo._objective import Objective
+from hpo._notes import refresh as refresh_note
 from hpo._sampler import FINISHED, make_pruner, make_sampler
 from hpo._spec import StudySpec, parse_spec
 from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage, study_lock
@@ -81,6 +82,7 @@ def create(spec: StudySpec, url: str | StorageURL, name: str | None = None,
     study.set_user_attr("created", utc_now())
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
+    refresh_note(study)
     return StudyHandle(study, spec, url)
 
 
