@@ -1,4 +1,4 @@
-"""The figures a study can draw, declared once, and how their files are named.
+"""The figures a study can draw, declared once.
 
 Each kind names its drawing function in `hpo/_plots.py` as a string, looked up only when a figure
 is drawn: the command line lists the kinds without importing matplotlib. The plots read the
@@ -7,7 +7,6 @@ drawer from here, the report its caption, the command line its title.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -78,7 +77,3 @@ FIGURES = MappingProxyType({kind.name: kind for kind in (
 
 KINDS = tuple(FIGURES)
 
-
-def file_stem(name: str) -> str:
-    """A study name made safe as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from hpo._confirm import confirmed_choice  # noqa: E402
 from hpo._errors import StudyError  # noqa: E402
 from hpo._figures import FIGURES, KINDS  # noqa: E402
+from hpo._files import check_folder, replacing  # noqa: E402
 from hpo._child import WARM_START_ATTR  # noqa: E402
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe, narrow, trainer_check  # noqa: E402
 from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec  # noqa: E402
@@ -666,8 +667,9 @@ def render(study: optuna.Study, kind: str, top: int | None = None) -> Figure:
 
 
 def save(fig: Figure, path: Path, dpi: int = 90) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    """Write `fig` as the PNG `path`, whole or not at all (OutputError of one line)."""
+    with replacing(path, "the figure") as temporary:
+        fig.savefig(temporary, dpi=dpi, format="png")
     return path
 
 
@@ -685,7 +687,11 @@ class Rendered:
 
 def render_all(study: optuna.Study, out: Path, kinds: tuple[str, ...] = KINDS, top: int | None = None,
                dpi: int = 90) -> list[Rendered]:
-    """Write each kind as OUT/KIND.png; a kind that does not apply is skipped with its reason."""
+    """Write each kind as OUT/KIND.png; a kind that does not apply is skipped with its reason.
+
+    OUT is the target: a folder, created when missing; anything else there is an OutputError.
+    """
+    check_folder(out)
     done = []
     for kind in kinds:
         try:

@@ -21,6 +21,7 @@ from hpo._evaluate import TEST_RESULT_ATTR
 from hpo._child import WARM_START_ATTR, narrow_study
 from hpo._narrow import Narrowing, describe
 from hpo._figures import FIGURES, KINDS
+from hpo._files import check_target, write_file
 from hpo._plots import render
 from hpo._storage import mask_url
 from hpo._study import LINEAGE_ATTR, StudyHandle, count_states, list_studies, ranked
@@ -209,10 +210,8 @@ def _confirm_section(choice: dict | None) -> list[str]:
 
 
 def write(handle: StudyHandle, path: str | Path, top: int | None = None, dpi: int = 80) -> int:
-    """Write the report to `path`; returns its size in bytes."""
-    text = build(handle, top=top, dpi=dpi)
-    data = text.encode("utf-8")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    """Write the report to `path` whole or not at all (a new or regular file); returns its size in bytes."""
+    check_target(Path(path))  # refused before the figures are drawn, not after
+    data = build(handle, top=top, dpi=dpi).encode("utf-8")
+    write_file(Path(path), data)
     return len(data)

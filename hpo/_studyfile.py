@@ -11,8 +11,6 @@ import csv
 import datetime
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -80,19 +78,6 @@ def _parse_json(text: str, label: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedFile(f"{label} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-
-
-def write_file(path: Path, text: str) -> None:
-    """Write `text` whole or not at all: a temporary file beside `path`, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # JSON: one object; the trials one per line, so a diff or grep shows whole trials. Non-finite floats

@@ -33,7 +33,8 @@ from hpo import _optuna_internals as internals
 from hpo._errors import StorageError, StudyError, first_line
 from hpo._records import StudyRecord, TrialRecord
 from hpo._storage import Heartbeat, StorageURL, insert_many, open_storage, resolve_storage, snapshot
-from hpo._studyfile import MalformedFile, header, read_file, sidecar_path, to_csv, to_json, write_file
+from hpo._files import check_target, replacing_all
+from hpo._studyfile import MalformedFile, header, read_file, sidecar_path, to_csv, to_json
 
 __all__ = [
     "MalformedFile", "StudyRecord", "Transfer", "TrialRecord", "copy_study", "export_study",
@@ -303,18 +304,19 @@ def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
 def export_study(name: str, url: str | StorageURL, path: Path, fmt: str) -> Transfer:
     """Write study `name` to `path` as `fmt`: "json", or "csv" plus its sidecar (see `sidecar_path`).
 
-    Files are written whole or not at all (a temporary file renamed into place).
+    Files are written whole or not at all (temporary files renamed into place once all are
+    written); a target that is not a regular file, or a full disk, is an OutputError of one line.
     """
     started = time.perf_counter()
+    path = Path(path)
+    files: tuple[Path, ...] = (path, sidecar_path(path)) if fmt == "csv" else (path,)
+    for file in files:  # refused before the study is read, not after
+        check_target(file)
     record = read_study(url, name)
-    if fmt == "csv":
-        sidecar = sidecar_path(path)
-        write_file(sidecar, json.dumps(header(record), indent=2) + "\n")
-        write_file(path, to_csv(record))
-        files: tuple[Path, ...] = (path, sidecar)
-    else:
-        write_file(path, to_json(record))
-        files = (path,)
+    texts = [to_csv(record), json.dumps(header(record), indent=2) + "\n"] if fmt == "csv" else [to_json(record)]
+    with replacing_all(files) as temporaries:
+        for temporary, text in zip(temporaries, texts):
+            temporary.write_bytes(text.encode("utf-8"))
     return Transfer(name, len(record.trials), record.counts(), time.perf_counter() - started, files)
 
 

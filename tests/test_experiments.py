@@ -208,7 +208,18 @@ def test_an_out_folder_that_cannot_be_made_is_one_line_on_stderr(tmp_path):
     blocker.write_text("")
     result = runner.invoke(app, ["activations", "--out", str(blocker / "sub")])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: --out {blocker / 'sub'}: cannot create the folder (Not a directory)")
+    assert result.stderr == (f"Error: cannot use --out {blocker / 'sub'}: a part of the path is a file, "
+                             "not a folder; choose another path\n")
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
+    existing = tmp_path / "results"
+    existing.write_text("keep")
+    result = runner.invoke(app, ["activations", "--out", str(existing), "--quick"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: --out {existing} is a regular file; name a new folder or an existing "
+                             "one instead\n")
+    assert existing.read_text() == "keep"
 
 
 def test_every_experiment_has_a_command_with_help():

@@ -18,7 +18,8 @@ from hpo._evaluate import DEFAULT_SEEDS, check_first, choose
 from hpo._evaluate import evaluate as run_evaluate
 from hpo._child import create_child, narrow_study, warm_start_trials
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe
-from hpo._figures import KINDS, file_stem
+from hpo._figures import KINDS
+from hpo._files import check_folder, check_target, safe_stem
 from hpo._storage import Heartbeat, mask_url, resolve_url
 from hpo.cli._common import JsonOption, NameArg, StorageOption, fmt, group, hint, print_json, print_table
 
@@ -123,15 +124,18 @@ def _where(p) -> str:
 def plot(
     name: NameArg,
     kind: Annotated[Kind, typer.Option(help="Which figure; `all` writes every one that applies.")] = Kind.all,
-    out: Annotated[Path | None, typer.Option(help="Folder for the PNG files. Default: figures/NAME.")] = None,
+    out: Annotated[Path | None, typer.Option(help=(
+        "Folder for the PNG files (created when missing; each KIND.png in it is replaced whole). "
+        "Default: figures/NAME in the current folder, NAME made a safe file name."))] = None,
     top: Annotated[int | None, typer.Option("--top", "-k", min=2,
                                             help="Best K for the ranges and curves figures.")] = None,
     dpi: Annotated[int, typer.Option(min=1, help="Resolution of the PNG files.")] = 90,
     storage: StorageOption = None,
 ) -> None:
     """Draw the study's figures as PNG files (ranges, curves, history, importance, optimizers, …)."""
+    # A name may come from someone else's file (import keeps it): never a path of its own.
+    folder = check_folder(out) if out is not None else check_folder(Path("figures") / safe_stem(name), "the folder")
     handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
-    folder = out or Path("figures") / file_stem(name)
     kinds = KINDS if kind.value == "all" else (kind.value,)
     from hpo._plots import render_all  # matplotlib only for the commands that draw
 
@@ -182,14 +186,16 @@ def evaluate(
 @app.command()
 def report(
     name: NameArg,
-    out: Annotated[Path | None, typer.Option(help="The HTML file. Default: NAME-report.html.")] = None,
+    out: Annotated[Path | None, typer.Option(help=(
+        "The HTML file (a new or regular file, replaced whole). Default: NAME-report.html in the current "
+        "folder, NAME made a safe file name."))] = None,
     top: Annotated[int | None, typer.Option("--top", "-k", min=2,
                                             help="Best K for the narrowing and the figures.")] = None,
     storage: StorageOption = None,
 ) -> None:
     """One self-contained HTML page: spec, lineage, best trials, narrowed ranges, figures, test result."""
+    path = check_target(out) if out is not None else check_target(Path(f"{safe_stem(name)}-report.html"), "the file")
     handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
-    path = out or Path(f"{file_stem(name)}-report.html")
     from hpo._report import write as write_report
 
     size = write_report(handle, path, top=top)

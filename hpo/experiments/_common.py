@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import trainer
-from hpo._errors import HpoError
+from hpo._files import make_folder, replacing, write_file
 
 Progress = Callable[[str], None]
 
@@ -71,8 +71,7 @@ class Report:
 def write_json(report: Report, out: Path) -> Path:
     """Write the report as OUT/KIND.json (NaN and infinity as null, so any reader can parse it)."""
     path = out / f"{report.kind}.json"
-    path.write_text(json.dumps(report.as_dict(), indent=1, allow_nan=False) + "\n")
-    return path
+    return write_file(path, json.dumps(report.as_dict(), indent=1, allow_nan=False) + "\n", "the file")
 
 
 def _plain(value: Any) -> Any:
@@ -94,14 +93,9 @@ def _plain(value: Any) -> Any:
 
 
 def prepare_out(out: str | Path) -> Path:
-    """The output folder, created if needed; HpoError when that is impossible."""
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HpoError(f"--out {path}: cannot create the folder ({exc.strerror or exc}); "
-                       "choose another --out") from None
-    return path
+    """The output folder, created if needed; OutputError (one line) when it is not a folder or
+    cannot be created."""
+    return make_folder(Path(out))
 
 
 def load_pool(data: str, data_dir: str | None) -> trainer.Dataset:
@@ -176,7 +170,9 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 6.4, height: float = 
 
 
 def save_figure(fig: Any, path: Path, report: Report) -> None:
-    fig.savefig(path, dpi=FIGURE_DPI, facecolor="white")
+    """Write `fig` as the PNG `path`, whole or not at all, and list it in the report."""
+    with replacing(path, "the figure") as temporary:
+        fig.savefig(temporary, dpi=FIGURE_DPI, facecolor="white", format="png")
     report.figures.append(str(path))
 
 
