@@ -1,11 +1,13 @@
 """Every use of Optuna's private API, behind one door.
 
-hpo goes past Optuna's public API in three places, each for a reason the public API cannot meet:
+hpo goes past Optuna's public API in four places, each for a reason the public API cannot meet:
 - a run claims a trial under the study's lock and runs the sampler after the lock is released
   (`Study.ask` does both at once, so workers would queue behind each other's TPE);
 - a running trial sends heartbeats while hpo's own loop runs it (only `Study.optimize` does that);
 - whole studies are read and written table by table, and a finished trial's per-epoch values in
-  one transaction (Optuna commits every value on its own).
+  one transaction (Optuna commits every value on its own);
+- every storage is wrapped so that its calls ride out outages (`hpo/_retry.py`): the wrapper keeps
+  Optuna's trial cache under it and passes heartbeats on, both of which Optuna keeps private.
 
 No other module imports a private Optuna name or touches a private attribute of an Optuna object.
 tests/test_optuna_internals.py checks every name used here and says which one moved on an upgrade.
@@ -20,9 +22,16 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
+
+from hpo import _retry
+
+# The class Optuna checks to decide whether a storage sends heartbeats: the retrying wrapper of a
+# storage that does must be one too, or Optuna would silently switch heartbeats off.
+_retry.register_heartbeat_base(BaseHeartbeat)
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -63,9 +72,21 @@ def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value
 
 
 def rdb_storage(storage: BaseStorage) -> RDBStorage | None:
-    """The RDBStorage behind `storage` (under Optuna's cache, or itself); None for other storages."""
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, RDBStorage) else None
+    """The RDBStorage behind `storage` (under the retrying wrapper and Optuna's cache, or itself);
+    None for other storages."""
+    if isinstance(storage, _retry.RetryingStorage):
+        storage = storage.inner
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    return storage if isinstance(storage, RDBStorage) else None
+
+
+def retrying(storage: BaseStorage, retrier: _retry.Retrier) -> BaseStorage:
+    """`storage` with every call riding out outages; an RDBStorage gets Optuna's trial cache under
+    the wrapper first (what `optuna.create_study` would add, had it been handed the bare storage)."""
+    if isinstance(storage, RDBStorage):
+        storage = _CachedStorage(storage)
+    return _retry.wrap(storage, retrier, BaseHeartbeat)
 
 
 # --- Optuna's schema ---------------------------------------------------------------------------

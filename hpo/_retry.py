@@ -93,10 +93,14 @@ class Retrier:
     `seconds` have passed since the first failure of the current outage."""
 
     def __init__(self, storage_name: str, seconds: float,
-                 on_wait: Callable[[str], None] | None = None):
+                 on_wait: Callable[[str], None] | None = None,
+                 translate: Callable[[BaseException], Exception | None] | None = None):
         self.storage_name = storage_name  # masked: safe to print
         self.seconds = seconds
         self.on_wait = on_wait
+        # Turns a failure that is not transient into the project's own error (a read-only file,
+        # say), or None to let it pass unchanged.
+        self.translate = translate
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started: float | None = None
@@ -105,7 +109,12 @@ class Retrier:
             try:
                 return function(*args, **kwargs)
             except Exception as exc:
-                if self.seconds <= 0 or not is_transient(exc):
+                if not is_transient(exc):
+                    own = self.translate(exc) if self.translate else None
+                    if own is not None:
+                        raise own from exc
+                    raise
+                if self.seconds <= 0:
                     raise
                 now = time.monotonic()
                 if started is None:
@@ -118,7 +127,7 @@ class Retrier:
                         f"storage {self.storage_name} unreachable for {self.seconds:g} s "
                         f"({first_line(exc)}); check that the database server is running, then run "
                         f"the command again (the study keeps every finished trial); "
-                        f"{RETRY_ENV} sets how long to wait") from exc
+                        f"hpo --storage-retry SECONDS or {RETRY_ENV} sets how long to wait") from exc
                 time.sleep(min(pause, max(0.0, started + self.seconds - now)) * random.uniform(0.8, 1.0))
                 pause = min(pause * 2, _MAX_PAUSE)
 
@@ -138,6 +147,10 @@ class RetryingStorage(optuna.storages.BaseStorage):
     @property
     def inner(self) -> optuna.storages.BaseStorage:
         return self._inner
+
+    @property
+    def retrier(self) -> Retrier:
+        return self._retrier
 
     def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
         attempts = [0]
@@ -172,6 +185,14 @@ def wrap(inner: optuna.storages.BaseStorage, retrier: Retrier, heartbeat_base: t
     if heartbeat_base is not None and isinstance(inner, heartbeat_base):
         return _HEARTBEAT_CLASSES[heartbeat_base](inner, retrier)
     return RetryingStorage(inner, retrier)
+
+
+def retrier_of(storage: optuna.storages.BaseStorage) -> Retrier:
+    """The Retrier of a wrapped storage, for work done past Optuna's calls (one transaction of
+    hpo's own); a Retrier that never retries for any other storage."""
+    if isinstance(storage, RetryingStorage):
+        return storage.retrier
+    return Retrier(type(storage).__name__, 0)
 
 
 def _storage_methods(base: type) -> list[str]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpo import _optuna_internals as internals
 from hpo._errors import StorageError, first_line
+from hpo._retry import Retrier, is_transient, retrier_of, retry_seconds
 
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
@@ -204,12 +206,47 @@ class Heartbeat:
 def open_storage(url: str | StorageURL, heartbeat: Heartbeat = Heartbeat()) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`, with heartbeats (on databases) and, on SQLite, WAL and a busy timeout.
 
-    Raises StorageError with one line (secrets masked) when the URL or the server is bad.
+    Every call on it rides out an outage of the storage for up to `retry_seconds()` (`hpo/_retry.py`),
+    then raises StorageError naming the storage. Opening does not wait: a server that is down or a
+    wrong URL is reported at once. A read-only SQLite file opens for reading; a write on it raises
+    StorageError saying so. Raises StorageError with one line (secrets masked) when the URL or the
+    server is bad.
     """
     url = _as_storage_url(url)
+    retrier = _retrier(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return BACKENDS[url.backend].open(url, heartbeat)
+        storage = BACKENDS[url.backend].open(url, heartbeat)
+    return internals.retrying(storage, retrier)
+
+
+def schema_version(storage: optuna.storages.BaseStorage) -> str | None:
+    """The Optuna schema version of an RDB storage from `open_storage`; None for a journal."""
+    rdb = internals.rdb_storage(storage)
+    return None if rdb is None else rdb.get_current_version()
+
+
+def _retrier(url: StorageURL) -> Retrier:
+    return Retrier(url.masked, retry_seconds(), translate=lambda exc: _read_only_refusal(url, exc))
+
+
+def _read_only_refusal(url: StorageURL, exc: BaseException) -> StorageError | None:
+    """A write refused by a read-only database, as one line saying what still works."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return None
+        text = str(current).lower()
+        if "readonly database" in text or ("read-only" in text and "database" in text):
+            return read_only_error(url)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def read_only_error(url: StorageURL) -> StorageError:
+    return StorageError(f"storage {url.masked} is read-only: list, show, best, plot, report and export "
+                        f"work on it; to run, create or change studies, copy the file to a writable "
+                        f"folder and use that copy")
 
 
 def _heartbeat_kwargs(heartbeat: Heartbeat) -> dict[str, Any]:
@@ -222,11 +259,40 @@ def _heartbeat_kwargs(heartbeat: Heartbeat) -> dict[str, Any]:
                 heartbeat_stale_trial_callback=callback)
 
 
-def _rdb_storage(url: StorageURL, heartbeat: Heartbeat, engine_kwargs: dict) -> optuna.storages.RDBStorage:
-    try:
-        return optuna.storages.RDBStorage(url.url, engine_kwargs=engine_kwargs, **_heartbeat_kwargs(heartbeat))
-    except (SQLAlchemyError, ImportError, RuntimeError, ValueError) as exc:
-        raise StorageError(_describe_failure(url, exc)) from None
+# Processes that open a new storage at the same moment all create Optuna's tables; all but the first
+# fail on a table, a type or a version row the first has just made. Opening again then finds them.
+_SCHEMA_ATTEMPTS = 8
+
+
+def _rdb_storage(url: StorageURL, heartbeat: Heartbeat, engine_kwargs: dict,
+                 open_url: str | None = None) -> optuna.storages.RDBStorage:
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(open_url or url.url, engine_kwargs=engine_kwargs,
+                                              **_heartbeat_kwargs(heartbeat))
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError,
+                ValueError) as exc:
+            if attempt < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
+                time.sleep(0.1 * attempt)
+                continue
+            if _read_only_refusal(url, exc):
+                raise read_only_error(url) from None
+            raise StorageError(_describe_failure(url, exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        if isinstance(current, sqlalchemy.exc.IntegrityError):
+            return True
+        text = str(current).lower()
+        if "already exists" in text or "duplicate key" in text or "duplicate entry" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _ensure_parent(url: StorageURL) -> None:
@@ -296,6 +362,11 @@ class _SQLite(Backend):
         return StorageURL(self.name, normal, mask_url(normal), Path(parsed.database))
 
     def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        if is_read_only(url):
+            # Read through SQLite's own read-only mode; immutable, because a read-only folder has
+            # no room for the lock and shared-memory files that a plain read would create.
+            uri = f"sqlite:///file:{quote(str(url.path.resolve()))}?mode=ro&immutable=1&uri=true"
+            return _rdb_storage(url, Heartbeat(interval=None), {}, open_url=uri)
         _ensure_parent(url)
         _prepare_sqlite(url.path)
         storage = _rdb_storage(url, heartbeat, {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}})
@@ -304,6 +375,8 @@ class _SQLite(Backend):
         return storage
 
     def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        if is_read_only(url):
+            raise read_only_error(url)
         return _file_lock(lock_path(url))
 
     def snapshot(self, engine: sqlalchemy.Engine) -> contextlib.AbstractContextManager[sqlalchemy.Connection]:
@@ -395,6 +468,19 @@ def study_lock(url: str | StorageURL, study_name: str) -> contextlib.AbstractCon
     return backend.claim(url, study_name)
 
 
+def is_read_only(url: str | StorageURL) -> bool:
+    """Whether a SQLite file exists and may not be written: by permissions (a file nobody may
+    write counts even for root, who passes every permission check), or on a read-only mount.
+    Its folder counts too: SQLite cannot write without creating files beside the database."""
+    url = _as_storage_url(url)
+    path = url.sqlite_path
+    if path is None or not path.is_file():
+        return False
+    folder = path.resolve().parent
+    return (not os.access(path, os.W_OK) or not os.access(folder, os.W_OK)
+            or path.stat().st_mode & 0o222 == 0 or bool(os.statvfs(path).f_flag & os.ST_RDONLY))
+
+
 def lock_path(url: str | StorageURL) -> Path:
     """The file hpo locks to claim trials beside a SQLite or journal file."""
     url = _as_storage_url(url)
@@ -457,21 +543,35 @@ def _server_lock(url: StorageURL, acquire: str, release: str, key: object) -> It
     if engine is None:
         engine = _ENGINES[url] = sqlalchemy.create_engine(
             url.url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT})
-    try:
+
+    def take() -> tuple[sqlalchemy.Connection, object]:
         connection = engine.connect()
+        try:
+            taken = connection.execute(sqlalchemy.text(acquire), {"k": key}).scalar()
+            connection.commit()
+        except BaseException:
+            connection.close()
+            raise
+        return connection, taken
+
+    try:
+        connection, taken = _retrier(url).call(take)
     except SQLAlchemyError as exc:
         raise StorageError(_describe_failure(url, exc)) from None
     with connection:
-        taken = connection.execute(sqlalchemy.text(acquire), {"k": key}).scalar()
-        connection.commit()
         if taken != 1:
             raise StorageError(f"storage {url.masked} did not grant the study's lock (it answered {taken!r}); "
                                "check that the user may take locks there")
         try:
             yield
         finally:
-            connection.execute(sqlalchemy.text(release), {"k": key})
-            connection.commit()
+            try:
+                connection.execute(sqlalchemy.text(release), {"k": key})
+                connection.commit()
+            except SQLAlchemyError as exc:
+                # A server that lost the connection has released its session's locks with it.
+                if not is_transient(exc):
+                    raise
 
 
 @contextlib.contextmanager
@@ -513,10 +613,15 @@ def record_trial(trial: optuna.Trial, intermediate: dict[int, float], attrs: dic
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
+    # Deleting before inserting makes the transaction safe to repeat after an outage.
+    retrier_of(internals.study_storage(trial.study)).call(
+        _write_records, rdb.engine, internals.trial_id(trial), intermediate, attrs)
+
+
+def _write_records(engine: sqlalchemy.Engine, trial_id: int, intermediate: dict[int, float], attrs: dict) -> None:
     values = internals.TABLES.intermediate
     user = internals.TABLES.trial_user_attrs
-    trial_id = internals.trial_id(trial)
-    with rdb.engine.begin() as connection:
+    with engine.begin() as connection:
         if intermediate:
             connection.execute(sqlalchemy.delete(values).where(
                 values.c.trial_id == trial_id, values.c.step.in_(list(intermediate))))

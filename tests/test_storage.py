@@ -17,6 +17,7 @@ import optuna
 import pytest
 
 from hpo import StorageError
+from hpo import _optuna_internals as internals
 from hpo._storage import (
     BACKENDS,
     DEFAULT_STORAGE,
@@ -185,10 +186,11 @@ def test_the_journal_lock_is_not_the_lock_file_of_optunas_journal_backend(tmp_pa
 
 def test_a_sqlite_file_opens_in_wal_mode_with_normal_sync(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'new' / 's.db'}")  # the folder is created
-    assert isinstance(storage, optuna.storages.RDBStorage)
+    rdb = internals.rdb_storage(storage)
+    assert rdb is not None
     with sqlite3.connect(tmp_path / "new" / "s.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with storage.engine.connect() as connection:
+    with rdb.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
@@ -205,7 +207,7 @@ def test_a_file_that_is_not_sqlite_is_refused_in_one_line(tmp_path):
 def test_postgresql_opens_with_heartbeats():
     url = resolve_storage(postgres_or_fail())
     storage = open_storage(url)
-    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert internals.rdb_storage(storage) is not None
     assert storage.get_heartbeat_interval() == Heartbeat().interval
     optuna.get_all_study_names(storage)  # the schema is there and readable
 

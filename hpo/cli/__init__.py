@@ -7,8 +7,11 @@ class maps failures to one line `Error: …` (`_errors.py`).
 
 from __future__ import annotations
 
+import os
+
 import typer
 
+from hpo._retry import RETRY_ENV, RETRY_SECONDS
 from hpo._version import __version__
 from hpo.cli import _analysis, _dashboard, _data, _experiment, _storage, _study, _transfer
 from hpo.cli._common import group
@@ -38,8 +41,15 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    storage_retry: float | None = typer.Option(
+        None, "--storage-retry", min=0, envvar=RETRY_ENV, show_envvar=True, metavar="SECONDS",
+        help=f"How long a command waits out an unreachable storage before it stops "
+             f"(default {RETRY_SECONDS:g}; 0: never wait)."),
 ) -> None:
     """Hyperparameter optimization of a NumPy trainer with Optuna."""
+    if storage_retry is not None:
+        # For this process and for the workers it starts, which inherit the environment.
+        os.environ[RETRY_ENV] = f"{storage_retry:g}"
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from typing import Annotated
 import optuna
 import typer
 
-from hpo._storage import STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_url
+from hpo._storage import (
+    STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_url, schema_version)
 from hpo.cli._common import JsonOption, StorageOption, group, print_json, print_table
 
 app = group(help="Check storages.")
@@ -27,9 +28,7 @@ def check(
                                  param_hint="--storage")
     url = resolve_url(url or storage)
     opened = open_storage(url, Heartbeat(interval=None))
-    schema = None
-    if isinstance(opened, optuna.storages.RDBStorage):
-        schema = opened.get_current_version()
+    schema = schema_version(opened)
     summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
     studies = [{"name": s.study_name, "trials": s.n_trials} for s in summaries]
     if json_:
