@@ -312,41 +312,6 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-t.value, t.number))
 
 
-@dataclass(frozen=True)
-class StudyRow:
-    name: str
-    dataset: str
-    finished: int
-    counts: dict[str, int]
-    best_value: float | None
-    best_number: int | None
-    parent: str | None
-    created: str | None
-
-
-def list_studies(url: str | StorageURL) -> list[StudyRow]:
-    storage = open_storage(url, Heartbeat(interval=None))
-    rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        counts = count_states(study)
-        best = best_trial(study)
-        attrs = summary.user_attrs
-        spec = attrs.get(SPEC_ATTR) or {}
-        lineage = attrs.get(LINEAGE_ATTR) or {}
-        rows.append(StudyRow(
-            name=summary.study_name,
-            dataset=str(spec.get("data", {}).get("dataset", "?")),
-            finished=finished_count(counts),
-            counts=counts,
-            best_value=best.value if best else None,
-            best_number=best.number if best else None,
-            parent=lineage.get("parent"),
-            created=attrs.get("created"),
-        ))
-    return rows
-
-
 def delete(name: str, url: str | StorageURL) -> int:
     """Delete a study; returns how many trials it held."""
     handle = open_study(name, url, Heartbeat(interval=None))
@@ -369,3 +334,8 @@ def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
         "seconds": attrs.get("seconds"),
         "reason": attrs.get("reason") or attrs.get("fail_reason"),
     }
+
+
+# The listing lives in _inventory (it reads studies of any Optuna program); re-exported here
+# at the end, since it builds on the names above.
+from hpo._inventory import StudyRow, list_studies  # noqa: E402,F401
