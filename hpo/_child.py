@@ -84,12 +84,20 @@ def create_child(handle: StudyHandle, narrowing: Narrowing, name: str, trials: i
     }
     child = create(spec, handle.url, extra_attrs={LINEAGE_ATTR: lineage})
     dists = distributions(search)
-    child.study.add_trials([optuna.trial.create_trial(
-        state=t.state,
-        value=t.value if t.value is not None and math.isfinite(t.value) else None,
-        params={k: t.params[k] for k in dists},
-        distributions=dists,
-        user_attrs={**t.user_attrs, WARM_START_ATTR: {"study": handle.name, "trial": t.number}},
-        intermediate_values=dict(t.intermediate_values),
-    ) for t in warm])
+    child.study.add_trials([_copied(t, dists, handle.name) for t in warm])
     return Child(child, len(warm), new_trials)
+
+
+def _copied(trial: FrozenTrial, dists: dict, parent: str) -> FrozenTrial:
+    """A parent's trial as a child's warm-start trial, with the times it really ran.
+
+    (`optuna.trial.create_trial` would stamp both times with now: zero seconds, invisible on
+    the dashboard's timeline.) The number and id are assigned by the child's storage.
+    """
+    value = trial.value if trial.value is not None and math.isfinite(trial.value) else None
+    return FrozenTrial(
+        number=-1, trial_id=-1, state=trial.state, value=value, values=None,
+        datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
+        params={k: trial.params[k] for k in dists}, distributions=dists,
+        user_attrs={**trial.user_attrs, WARM_START_ATTR: {"study": parent, "trial": trial.number}},
+        system_attrs={}, intermediate_values=dict(trial.intermediate_values))

@@ -20,6 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo._format import utc_now
 from hpo._errors import StudyError
+from hpo._notes import CONFIRMATION, ROLE_ATTR
+from hpo._notes import refresh as refresh_note
 from hpo._sampler import FINISHED, trial_seed
 from hpo._spec import ObjectiveSpec, PrunerSpec, SamplerSpec
 from hpo._storage import Heartbeat, study_lock
@@ -84,7 +86,8 @@ def companion(handle: StudyHandle) -> StudyHandle:
             name=name, sampler=SamplerSpec(kind="random"), pruner=PrunerSpec(kind="none"),
             objective=ObjectiveSpec(repeats=1, folds=handle.spec.objective.folds))
         lineage = {"parent": handle.name, "rule": "confirmation runs", "date": utc_now()}
-        create(spec, handle.storage_url, extra_attrs={QUEUE_ONLY_ATTR: True, LINEAGE_ATTR: lineage})
+        create(spec, handle.storage_url,
+               extra_attrs={QUEUE_ONLY_ATTR: True, LINEAGE_ATTR: lineage, ROLE_ATTR: CONFIRMATION})
         return open_study(name, handle.storage_url, Heartbeat())
 
 
@@ -114,7 +117,7 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
     if workers > 1:
         from hpo._workers import run_workers
 
-        run_workers(runs, workers, target=target, heartbeat=heartbeat, data_dir=data_dir,
+        run_workers(runs, workers, target=target, data_dir=data_dir,
                     on_progress=on_progress)
     else:
         run(runs, target=target, on_progress=on_progress, data_dir=data_dir)
@@ -124,6 +127,7 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
         "trial": winner.trial, "params": winner.params, "mean": winner.mean, "sd": winner.sd,
         "original": winner.original, "seeds": seeds, "top": top, "date": utc_now(),
         "table": [r.as_dict() for r in results]})
+    refresh_note(handle.study)
     return results
 
 

@@ -21,6 +21,7 @@ import trainer
 from hpo._confirm import confirmed_choice
 from hpo._format import utc_now
 from hpo._errors import StudyError
+from hpo._notes import refresh as refresh_note
 from hpo._objective import _dtype
 from hpo._sampler import trial_seed
 from hpo._study import StudyHandle, best_trial
@@ -132,4 +133,5 @@ def evaluate(handle: StudyHandle, seeds: int = DEFAULT_SEEDS, force: bool = Fals
     if earlier:
         result["history"] = [*earlier.get("history", []), {k: v for k, v in earlier.items() if k != "history"}]
     handle.study.set_user_attr(TEST_RESULT_ATTR, result)
+    refresh_note(handle.study)
     return result

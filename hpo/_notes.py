@@ -9,7 +9,6 @@ when hpo rewrites the part above it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -119,7 +118,7 @@ def compose(name: str, attrs: dict[str, Any]) -> str:
     if attrs.get(TEST_RESULT_ATTR):
         parts.append(_tested(attrs[TEST_RESULT_ATTR]))
     parts.append(_spec(name, attrs["spec"]))
-    parts.append(f"---\n\n{KEEP_LINE}\n")
+    parts.append(f"---\n\n{KEEP_LINE}")
     return "\n\n".join(parts)
 
 
@@ -196,6 +195,4 @@ def _spec(name: str, stored: dict[str, Any]) -> str:
 
 
 def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) and 1e-3 <= abs(value) < 1e4 else f"{value:.4g}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

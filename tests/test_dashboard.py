@@ -6,6 +6,7 @@ The server runs as a real subprocess (`python -m hpo dashboard`) and is stopped 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -17,14 +18,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import optuna_dashboard
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
 
-from helpers import REPO, cli_env, postgres_or_fail, unique
+from hpo import Heartbeat, StudyHandle, _study, open_storage
+from hpo._child import create_child, narrow_study
+from hpo._confirm import CONFIRMED_ATTR, companion
+from hpo._evaluate import TEST_RESULT_ATTR
+from hpo._notes import KEEP_LINE, ROLE_ATTR, note, refresh
+from hpo._space import distributions
+from hpo._spec import load_spec
+from helpers import REPO, cli_env, postgres_or_fail, unique, write_spec
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("HPO_CHROMIUM", "/usr/bin/chromium")
@@ -115,7 +126,6 @@ def storage(request, tmp_path) -> Iterator[tuple[str, str]]:
         url, name = f"journal:{tmp_path / 'dash.log'}", "dash"
     else:
         url, name = postgres_or_fail(), unique("dash")
-    from hpo import Heartbeat, open_storage
 
     make_study(open_storage(url, Heartbeat(interval=None)) if request.param == "journal" else url, name)
     yield url, name
@@ -229,3 +239,135 @@ def test_the_study_pages_render_in_chromium(tmp_path):
     assert "learning_rate 0.01" in trials.splitlines()
     assert "phase random" in trials.splitlines()  # our user attributes
     assert screenshot.stat().st_size > 10_000
+
+
+# What hpo knows, shown in the dashboard: the metric's name, the note, the role, real times.
+
+def hpo_studies(tmp_path: Path) -> tuple[str, StudyHandle, StudyHandle]:
+    """A study made by hpo with six finished trials (no training: the trials are added), its child
+    narrowed by the best three, and its confirmation companion; the storage URL first."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    handle = _study.create(load_spec(write_spec(tmp_path, "dash", trials=6)), url)
+    dists = distributions(handle.spec.search)
+    start = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.timezone.utc)
+    for n in range(6):
+        lr, decay = 10 ** (-2.5 + 0.3 * n), 10 ** (-7 + 0.5 * n)
+        # A curve as long as a real one (full-precision floats, one list per metric) on every trial.
+        curves = {m: [0.5 + 0.4 * (1 - 0.9 ** e) + 1e-9 * n * e for e in range(40)]
+                  for m in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")}
+        handle.study.add_trial(FrozenTrial(
+            number=-1, trial_id=-1, state=TrialState.COMPLETE, value=0.8 + 0.02 * n - 0.003 * n * n, values=None,
+            datetime_start=start + datetime.timedelta(minutes=2 * n),
+            datetime_complete=start + datetime.timedelta(minutes=2 * n + 1, seconds=30),
+            params={"lr": lr, "weight_decay": decay, "optimizer": ["sgd", "momentum", "adam"][n % 3]},
+            distributions=dists, user_attrs={"phase": "random", "curves": curves, "epochs": 40},
+            system_attrs={}, intermediate_values={}))
+    child = create_child(handle, narrow_study(handle, top=3), "dash-narrow", trials=2).handle
+    companion(handle)
+    return url, handle, child
+
+
+def test_a_new_study_names_its_metric_and_holds_a_note_the_dashboard_reads(tmp_path):
+    url, handle, child = hpo_studies(tmp_path)
+    for h in (handle, child):
+        assert h.study.metric_names == ["validation accuracy"]
+        assert h.study.user_attrs[ROLE_ATTR] == "search"
+        # The note is written without the dashboard package; the package reads it as its own.
+        assert optuna_dashboard.get_note(h.study) == note(h.study)
+    text = note(handle.study)
+    assert text.startswith("## hpo study `dash`\n")
+    assert "```toml\n[study]\nname = \"dash\"" in text and "[search.lr]" in text
+    lineage = note(child.study)
+    assert "Narrowed from `dash`" in lineage and "Warm-started with 3 of the parent's finished trials" in lineage
+    assert "### Narrowed ranges" in lineage and "- `lr`: [0.001, 0.5] → [" in lineage
+    runs = _study.open_study("dash:confirm", url, Heartbeat(interval=None))
+    assert runs.study.user_attrs[ROLE_ATTR] == "confirmation"
+    assert note(runs.study).splitlines()[0].startswith("**Bookkeeping study, not a search:** the confirmation runs of `dash`")
+
+
+def note_version(url: str, name: str) -> int:
+    storage = open_storage(url, Heartbeat(interval=None))
+    return storage.get_study_system_attrs(storage.get_study_id_from_name(name))["dashboard:note_ver"]
+
+
+def test_the_note_follows_the_study_and_keeps_what_a_person_wrote_below_it(tmp_path):
+    url, handle, _ = hpo_studies(tmp_path)
+    mine = "\n\nTried on the laptop; see the lab book, p. 12."
+    optuna_dashboard.save_note(handle.study, note(handle.study) + mine)  # as the dashboard's editor saves it
+    version = note_version(url, "dash")
+    refresh(handle.study)  # nothing changed: nothing written
+    assert note_version(url, "dash") == version
+    handle.study.set_user_attr(CONFIRMED_ATTR, {
+        "trial": 4, "params": {"lr": 0.1}, "mean": 0.9123, "sd": 0.004, "original": 0.92, "seeds": 5, "top": 3,
+        "date": "2026-01-06"})
+    handle.study.set_user_attr(TEST_RESULT_ATTR, {
+        "mean": 0.9012, "std": 0.003, "seeds": [{}, {}, {}], "trial": 4, "source": "confirmed",
+        "validation": 0.9123, "n_train": 1437, "n_test": 360, "date": "2026-01-07", "forced": False})
+    refresh(handle.study)
+    text = optuna_dashboard.get_note(handle.study)
+    assert "Trial 4: mean validation accuracy 0.9123 ± 0.004 over 5 seeds" in text
+    assert "Test accuracy 0.9012 ± 0.003 over 3 seeds, trial 4 (confirmed; validation 0.9123)" in text
+    assert text.endswith(KEEP_LINE + mine)
+    assert note_version(url, "dash") == version + 1
+
+
+def test_a_long_note_is_split_and_shrinking_it_leaves_no_old_text(tmp_path):
+    url, handle, _ = hpo_studies(tmp_path)
+    long = note(handle.study) + "\n\n" + "x" * 5000  # three of the dashboard's chunks
+    optuna_dashboard.save_note(handle.study, long)
+    assert optuna_dashboard.get_note(handle.study) == long
+    handle.study.set_user_attr("lineage", None)
+    mine_gone = note(handle.study).split(KEEP_LINE)[0]
+    refresh(handle.study)
+    assert optuna_dashboard.get_note(handle.study) == note(handle.study)
+    assert note(handle.study).startswith(mine_gone) and note(handle.study).endswith("x" * 5000)
+
+
+def test_warm_started_trials_keep_the_times_they_ran(tmp_path):
+    _, handle, child = hpo_studies(tmp_path)
+    copied = [t for t in child.trials() if "warm_start" in t.user_attrs]
+    assert len(copied) == 3
+    for t in copied:
+        original = handle.study.trials[t.user_attrs["warm_start"]["trial"]]
+        assert (t.datetime_start, t.datetime_complete) == (original.datetime_start, original.datetime_complete)
+        assert (t.datetime_complete - t.datetime_start).total_seconds() == 90
+
+
+def test_the_dashboard_names_the_metric_and_writes_the_note_of_an_older_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    make_study(url)  # made as hpo made studies before it named the metric: no note, no role
+    with serving(url) as base:
+        detail = get_json(f"{base}/api/studies/1")
+    assert detail["objective_names"] == ["validation accuracy"]
+    assert detail["note"]["body"].startswith("## hpo study `dash`\n")
+    assert attrs(detail["user_attrs"])["hpo_role"] == "search"
+
+
+def test_the_dashboard_without_its_extra_says_how_to_install_it(tmp_path):
+    shim = ("import sys; sys.modules['optuna_dashboard'] = None; from hpo.cli import main; "
+            "sys.argv[0] = 'hpo'; main()")
+    result = subprocess.run([sys.executable, "-c", shim, "dashboard", "--storage", f"sqlite:///{tmp_path / 'd.db'}"],
+                            env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("Error: the dashboard is an optional part of hpo; install it with: "
+                             "pip install 'hpo-studies[dashboard]'\n")
+    assert result.stdout == ""
+
+
+def test_the_dashboard_and_the_figure_show_the_same_importances(tmp_path):
+    """One method everywhere: the dashboard's PED-ANOVA numbers are Optuna's, and the PNG draws them."""
+    url, handle, _ = hpo_studies(tmp_path)
+    with serving(url) as base:
+        served = get_json(f"{base}/api/studies/1/param_importances")["param_importances"][0]
+    dashboard = {p["name"]: p["importance"] for p in served}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna_numbers = optuna.importance.get_param_importances(
+            handle.study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: -t.value)
+    assert dashboard == pytest.approx(optuna_numbers)
+    from hpo._plots import plot_importance
+
+    ax = next(a for a in plot_importance(handle.study).axes if a.get_label() == "importance")
+    drawn = {label.get_text(): bar.get_width() for label, bar in zip(ax.get_yticklabels(), ax.patches)}
+    assert set(drawn) == set(dashboard)
+    assert drawn == pytest.approx(dashboard, abs=1e-9)

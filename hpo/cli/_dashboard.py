@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import typer
 
 from hpo._errors import HpoError
+from hpo._notes import refresh_all
 from hpo._storage import Heartbeat, mask_url, open_storage, resolve_url
 from hpo.cli._common import StorageOption
 
@@ -37,10 +38,16 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the storage: studies, trials, params, curves and attributes."""
     url = resolve_url(storage)
-    # A reader: no heartbeats, it never runs trials.
-    import optuna_dashboard  # heavy (it brings scikit-learn); only this command needs it
-
-    app = optuna_dashboard.wsgi(open_storage(url, Heartbeat(interval=None)))
+    try:
+        import optuna_dashboard  # an optional extra, and heavy: only this command needs it
+    except ImportError:
+        raise DashboardError("the dashboard is an optional part of hpo; install it with: "
+                             "pip install 'hpo-studies[dashboard]'") from None
+    # No heartbeats: the dashboard never runs trials.
+    opened = open_storage(url, Heartbeat(interval=None))
+    # Studies created before hpo named the metric and wrote notes get them now.
+    refresh_all(opened)
+    app = optuna_dashboard.wsgi(opened)
     server = _bind(host, port, app)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"Dashboard of {mask_url(url)} on http://{shown}:{port}/dashboard/ (Ctrl-C to stop)")
