@@ -1,5 +1,7 @@
 """The project's own exceptions: each carries one line that tells a user what is wrong and how to fix it."""
 
+import signal
+
 
 class HpoError(Exception):
     """Base of every error the CLI turns into one line `Error: …` and exit code 1."""
@@ -18,7 +20,18 @@ class StudyError(HpoError):
 
 
 class Interrupted(HpoError):
-    """The user pressed Ctrl-C; the running trial was recorded as failed."""
+    """A signal stopped the work (Ctrl-C, SIGTERM); the running trial was recorded as failed.
+
+    `signum` is the signal; a shell reports 128 + signum (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def first_line(exc: BaseException) -> str:

@@ -59,6 +59,8 @@ class Objective:
         self.spec = spec
         self.data_dir = data_dir
         self._folds: list[Fold] | None = None
+        # Told (epoch, epochs) after each epoch, so that a console can show a long trial moving.
+        self.on_epoch: Callable[[int, int], None] | None = None
 
     @property
     def folds(self) -> list[Fold]:
@@ -124,6 +126,8 @@ class Objective:
         config = self.config(params, seed)
 
         def on_epoch(metrics: trainer.EpochMetrics, network: Any) -> str | None:
+            if self.on_epoch is not None:
+                self.on_epoch(metrics.epoch, config.epochs)
             return report(metrics.epoch, metrics.val_accuracy) if report else None
 
         return trainer.fit(config, fold.train, fold.validation, callback=on_epoch).history

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import optuna
 import typer
 
 from hpo._retry import RETRY_ENV, RETRY_SECONDS
@@ -47,6 +48,8 @@ def root(
              f"(default {RETRY_SECONDS:g}; 0: never wait)."),
 ) -> None:
     """Hyperparameter optimization of a NumPy trainer with Optuna."""
+    # Optuna's own log only where asked for (`hpo study run -v`): hpo reports for itself.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_retry is not None:
         # For this process and for the workers it starts, which inherit the environment.
         os.environ[RETRY_ENV] = f"{storage_retry:g}"

@@ -48,7 +48,7 @@ class OneLineErrors(TyperGroup):
             message = describe(exc)
             if message is None:
                 raise
-            _fail(_without_passwords(message, given), INTERRUPTED if isinstance(exc, Interrupted) else 1)
+            _fail(_without_passwords(message, given), exc.exit_code if isinstance(exc, Interrupted) else 1)
 
 
 def describe(exc: BaseException) -> str | None:

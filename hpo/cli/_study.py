@@ -5,22 +5,60 @@ The root (`hpo.cli`) mounts this group's commands, with those of `_analysis` and
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import optuna
 import typer
 
 from hpo import _study
 from hpo._confirm import confirm as run_confirm
 from hpo._confirm import confirmed_choice
-from hpo._errors import StudyError
+from hpo._errors import Interrupted, StudyError
+from hpo._format import fmt
 from hpo._spec import load_spec
-from hpo._storage import Heartbeat, mask_url, resolve_url
-from hpo._workers import run_workers
-from hpo.cli._common import JsonOption, NameArg, StorageOption, fmt, group, hint, print_json, print_table
+from hpo._storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, Heartbeat, StorageURL, mask_url, resolve_storage, resolve_url
+from hpo._workers import EVENTS_OPTION, event_line, run_workers
+from hpo.cli._common import JsonOption, NameArg, StorageOption, group, hint, print_json, print_table
+from hpo.cli._console import RunConsole
 
 app = group()
+
+INTERVAL_ENV = "HPO_HEARTBEAT_INTERVAL"
+GRACE_ENV = "HPO_GRACE_PERIOD"
+HeartbeatIntervalOption = Annotated[int | None, typer.Option(
+    min=1, metavar="SECONDS",
+    help=f"Seconds between heartbeats of a running trial; stored in the study, so that every worker "
+    f"on every machine uses the same. Default: ${INTERVAL_ENV}, else {HEARTBEAT_INTERVAL}.")]
+GracePeriodOption = Annotated[int | None, typer.Option(
+    min=1, metavar="SECONDS",
+    help=f"Seconds without a heartbeat after which a RUNNING trial counts as dead (failed, and "
+    f"retried once with the same parameters); at least twice the interval; stored in the study. "
+    f"Default: ${GRACE_ENV}, else {GRACE_PERIOD}.")]
+
+
+def _new_heartbeat(interval: int | None, grace_period: int | None) -> Heartbeat:
+    """A new study's heartbeat settings: the flags, else the environment, else the defaults."""
+    try:
+        interval = interval or int(os.environ.get(INTERVAL_ENV) or HEARTBEAT_INTERVAL)
+        grace_period = grace_period or int(os.environ.get(GRACE_ENV) or GRACE_PERIOD)
+    except ValueError:
+        raise StudyError(f"${INTERVAL_ENV} and ${GRACE_ENV} must be whole numbers of seconds") from None
+    return _study.check_heartbeat(Heartbeat(interval, grace_period))
+
+
+def _result(handle: _study.StudyHandle, target: int, counts: dict[str, int], ran: int | None = None,
+            reached: bool | None = None) -> dict[str, Any]:
+    """What `create --json` and `run --json` print: the study's state as a result object."""
+    best = _study.best_trial(handle.study)
+    finished = _study.finished_count(counts)
+    result = {"name": handle.name, "storage": handle.storage_url.masked, "target": target,
+              "finished": finished, "counts": counts,
+              "best": _study.trial_summary(best) if best else None}
+    if ran is not None:
+        result.update(ran=ran, reached_target=reached)
+    return result
 
 
 @app.command()
@@ -28,93 +66,144 @@ def create(
     spec: Annotated[Path, typer.Argument(help="The study spec (TOML), e.g. studies/quickstart.toml.")],
     name: Annotated[str | None, typer.Option(help="Name the study (default: [study] name).")] = None,
     storage: StorageOption = None,
+    heartbeat_interval: HeartbeatIntervalOption = None,
+    grace_period: GracePeriodOption = None,
+    json_: JsonOption = False,
 ) -> None:
-    """Validate a spec and create its study; the study keeps the whole spec."""
-    url = resolve_url(storage)
-    handle = _study.create(load_spec(spec), url, name)
-    typer.echo(f"Created study '{handle.name}' in {mask_url(url)} "
-               f"(target {handle.spec.trials} trials). Run it with: {hint('study run', handle.name, storage=storage)}")
+    """Validate a spec and create its study; the study keeps the whole spec and its heartbeat settings."""
+    url = resolve_storage(storage)
+    heartbeat = _new_heartbeat(heartbeat_interval, grace_period)
+    handle = _study.create(load_spec(spec), url, name, heartbeat=heartbeat)
+    if json_:
+        print_json(_result(handle, handle.spec.trials, _study.count_states(handle.study)))
+        return
+    typer.echo(f"Created study '{handle.name}' in {url.masked} (target {handle.spec.trials} trials). "
+               f"Run it with: {hint('study run', handle.name, storage=storage)}")
 
 
 @app.command()
 def run(
-    name: NameArg,
+    name: Annotated[str, typer.Argument(
+        metavar="NAME|SPEC",
+        help="The study's name; or a spec file (.toml), whose study is created first when the storage "
+        "does not hold it yet, and run as it is when it holds the same spec.")],
     trials: Annotated[int | None, typer.Option(
         min=1,
         help="The study's total target of finished trials (complete + pruned); "
-        "trials already finished count. Default: the spec's [study] trials.")] = None,
+        "trials already finished count. It becomes the study's current target (`show` says it). "
+        "Default: the current target, at first the spec's [study] trials.")] = None,
     timeout: Annotated[float | None, typer.Option(
         min=0, help="Start no new trial after this many seconds.")] = None,
     storage: StorageOption = None,
-    heartbeat_interval: Annotated[int, typer.Option(
-        min=1, envvar="HPO_HEARTBEAT_INTERVAL",
-        help="Seconds between heartbeats of a running trial.")] = 10,
-    grace_period: Annotated[int, typer.Option(
-        min=1, envvar="HPO_GRACE_PERIOD",
-        help="Seconds without heartbeat after which a RUNNING trial counts as dead: "
-        "it is failed and retried once with the same parameters.")] = 30,
+    study_name: Annotated[str | None, typer.Option(
+        "--name", help="With a spec file: the study's name (default: the file's [study] name).")] = None,
+    heartbeat_interval: Annotated[int | None, typer.Option(
+        min=1, metavar="SECONDS",
+        help="With a spec file whose study is created now: as for `create`. The setting is the "
+        "study's: for an existing study it is refused.")] = None,
+    grace_period: Annotated[int | None, typer.Option(
+        min=1, metavar="SECONDS",
+        help="With a spec file whose study is created now: as for `create`; refused otherwise.")] = None,
     workers: Annotated[int, typer.Option(
-        min=1, help="Worker processes on this machine (each with one BLAS thread).")] = 1,
+        min=1, help="Worker processes on this machine (each with one BLAS thread). They stop with "
+        "this process, however it ends; `run` again resumes.")] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="One line per finished trial (number, state, value, parameters, "
+        "seconds) above the progress line, and Optuna's own log.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final line.")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="No progress; print the result as JSON (name, storage, target, finished, "
+        "counts, best).")] = False,
+    events: Annotated[bool, typer.Option(EVENTS_OPTION, hidden=True)] = False,
 ) -> None:
-    """Run the study until it holds the target of finished trials (resumes where it stopped)."""
-    url = resolve_url(storage)
-    heartbeat = Heartbeat(heartbeat_interval, grace_period)
-    handle = _study.open_study(name, url, heartbeat)
-    display = None if quiet else ProgressDisplay()
-    folder = str(data_dir) if data_dir else None
-    if workers > 1:
-        result = run_workers(handle, workers, target=trials, timeout=timeout, heartbeat=heartbeat,
-                             data_dir=folder, on_progress=display)
+    """Run the study until it holds the target of finished trials (resumes where it stopped).
+
+    Ctrl-C or SIGTERM records the running trials as failed and exits (130, 143); run again to go on.
+    """
+    url = resolve_storage(storage)
+    if name.endswith(".toml") and Path(name).is_file():
+        handle = _from_file(Path(name), url, study_name, storage, heartbeat_interval, grace_period)
     else:
-        result = _study.run(handle, target=trials, timeout=timeout, on_progress=display, data_dir=folder)
-    if display:
-        display.close()
+        if study_name:
+            raise StudyError(f"--name is for a spec file; to run study '{name}': "
+                             f"{hint('study run', name, storage=storage)}")
+        handle = _study.open_study(name, url)
+        if heartbeat_interval or grace_period:
+            raise StudyError(_heartbeat_refusal(handle, storage))
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if events:
+        display = _print_event
+    elif quiet or json_:
+        display = None
+    else:
+        display = RunConsole(verbose=verbose)
+    folder = str(data_dir) if data_dir else None
+    try:
+        if workers > 1:
+            result = run_workers(handle, workers, target=trials, timeout=timeout, data_dir=folder,
+                                 on_progress=display)
+        else:
+            result = _study.run(handle, target=trials, timeout=timeout, on_progress=display, data_dir=folder)
+    except Interrupted as exc:
+        target = ("--trials", str(trials)) if trials is not None else ()
+        raise Interrupted(f"{exc}; {hint('study run', handle.name, options=target, storage=storage)} "
+                          "continues the study", exc.signum) from None
+    finally:
+        if isinstance(display, RunConsole):
+            display.close()
+    if json_:
+        print_json(_result(handle, result.target, result.counts, result.ran, result.reached_target))
+        return
     best = result.best
     best_text = f"best {fmt(best.value)} (trial {best.number})" if best else "no complete trial yet"
     state = "target reached" if result.reached_target else "stopped before the target (timeout)"
-    typer.echo(f"{name}: {result.finished}/{result.target} finished, {result.ran} run now, "
+    typer.echo(f"{handle.name}: {result.finished}/{result.target} finished, {result.ran} run now, "
                f"{state}; {best_text}")
     if not result.reached_target:
         target = ("--trials", str(trials)) if trials is not None else ()
-        typer.echo(f"Continue with: {hint('study run', name, options=target, storage=storage)}")
+        typer.echo(f"Continue with: {hint('study run', handle.name, options=target, storage=storage)}")
 
 
-class ProgressDisplay:
-    """done/target, best so far and time left on stderr; redrawn in place on a terminal."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-        self.last_done = -1
-
-    def __call__(self, progress: _study.Progress) -> None:
-        width = 24
-        filled = int(width * min(progress.done / max(progress.target, 1), 1))
-        bar = "#" * filled + "." * (width - filled)
-        best = f"best {fmt(progress.best.value)} (#{progress.best.number})" if progress.best else "best -"
-        left = progress.seconds_left
-        eta = f"~{_clock(left)} left" if left is not None else ""
-        wait = f"waiting for {progress.waiting_for} running elsewhere" if progress.waiting_for else ""
-        line = f"[{bar}] {progress.done}/{progress.target}  {best}  {_clock(progress.elapsed)} {eta} {wait}"
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(100))
-        elif progress.done != self.last_done:
-            sys.stderr.write(line.rstrip() + "\n")
-        self.last_done = progress.done
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            sys.stderr.write("\n")
+def _from_file(path: Path, url: StorageURL, name: str | None, storage: str | None,
+               interval: int | None, grace_period: int | None) -> _study.StudyHandle:
+    """The study of a spec file: created when the storage lacks it, opened when it holds the same spec."""
+    spec = load_spec(path)
+    if name:
+        spec = spec.replace(name=name)
+    if spec.name not in _study.study_names(url):
+        heartbeat = _new_heartbeat(interval, grace_period)
+        try:
+            handle = _study.create(spec, url, heartbeat=heartbeat)
+            typer.echo(f"Created study '{handle.name}' in {url.masked} from {path}.", err=True)
+            return handle
+        except StudyError:  # another machine created it a moment ago: compare with theirs
+            pass
+    handle = _study.open_study(spec.name, url)
+    differences = _study.spec_differences(handle.spec, spec)
+    if differences:
+        shown = "; ".join(f"{key} {fmt(old)} stored, {fmt(new)} in the file" for key, old, new in differences[:3])
+        more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+        raise StudyError(
+            f"study '{spec.name}' in {url.masked} holds a different spec than {path} ({shown}{more}); "
+            f"run the stored study with `{hint('study run', spec.name, storage=storage)}`, or make a new "
+            f"study from the file with `{hint('study run', str(path), options=('--name', 'NEW_NAME'), storage=storage)}`")
+    if interval or grace_period:
+        raise StudyError(_heartbeat_refusal(handle, storage))
+    return handle
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
+def _heartbeat_refusal(handle: _study.StudyHandle, storage: str | None) -> str:
+    beat = _study.study_heartbeat(handle.study)
+    return (f"the heartbeat settings are the study's (interval {beat.interval} s, grace period "
+            f"{beat.grace_period} s, chosen when '{handle.name}' was created), so that every worker uses the "
+            f"same; drop --heartbeat-interval and --grace-period, or create a new study with other settings: "
+            f"`{hint('study create', 'SPEC', options=('--name', 'NEW_NAME', '--heartbeat-interval', 'S', '--grace-period', 'S'), storage=storage)}`")
+
+
+def _print_event(progress: _study.Progress) -> None:
+    """A worker's report to the process that started it (`_workers`), one JSON line on stdout."""
+    print(event_line(progress), flush=True)
 
 
 @app.command("list")
@@ -147,15 +236,16 @@ def show(
     counts = _study.count_states(handle.study)
     best = _study.ranked(handle.study)[:top]
     lineage = handle.study.user_attrs.get(_study.LINEAGE_ATTR)
+    target = _study.current_target(handle.study, handle.spec)
     if json_:
-        print_json({"name": name, "counts": counts, "lineage": lineage,
+        print_json({"name": name, "target": target, "counts": counts, "lineage": lineage,
                     "spec": handle.spec.to_dict(),
                     "best": [_study.trial_summary(t) for t in best]})
         return
     spec = handle.spec
     typer.echo(f"Study '{name}' in {mask_url(url)}: data {spec.data.dataset}"
                f" ({spec.data.samples or 'all'} samples, {spec.data.validation_fraction:g} validation),"
-               f" {spec.epochs} epochs, target {spec.trials}")
+               f" {spec.epochs} epochs, target {target}")
     typer.echo("Trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c))
     if lineage:
         typer.echo(f"Narrowed from '{lineage.get('parent')}' ({lineage.get('rule')}, {lineage.get('date')})")
@@ -214,11 +304,13 @@ def confirm(
     """Retrain the best configurations with fresh seeds and rank them by mean validation accuracy."""
     url = resolve_url(storage)
     handle = _study.open_study(name, url)
-    display = None if json_ else ProgressDisplay()
-    results = run_confirm(handle, top=top, seeds=seeds, workers=workers,
-                          data_dir=str(data_dir) if data_dir else None, on_progress=display)
-    if display:
-        display.close()
+    display = None if json_ else RunConsole()
+    try:
+        results = run_confirm(handle, top=top, seeds=seeds, workers=workers,
+                              data_dir=str(data_dir) if data_dir else None, on_progress=display)
+    finally:
+        if display:
+            display.close()
     if json_:
         print_json([r.as_dict() for r in results])
         return
@@ -234,14 +326,20 @@ def confirm(
 @app.command("fail-stale")
 def fail_stale(
     name: NameArg,
-    grace_period: Annotated[int, typer.Option(
-        min=1, envvar="HPO_GRACE_PERIOD",
-        help="Seconds without heartbeat after which a RUNNING trial counts as dead.")] = 30,
+    grace_period: Annotated[int | None, typer.Option(
+        min=1, metavar="SECONDS",
+        help="Seconds without heartbeat after which a RUNNING trial counts as dead, for this check "
+        "only. Default: the study's grace period.")] = None,
     storage: StorageOption = None,
 ) -> None:
     """Fail the RUNNING trials whose worker stopped sending heartbeats; each is retried once."""
     url = resolve_url(storage)
-    handle = _study.open_study(name, url, Heartbeat(grace_period=grace_period))
+    handle = _study.open_study(name, url)
+    if grace_period is not None:
+        beat = _study.study_heartbeat(handle.study)
+        handle = _study.open_study(name, url, Heartbeat(beat.interval, grace_period))
+    else:
+        grace_period = _study.study_heartbeat(handle.study).grace_period
     failed, retried = _study.fail_stale(handle)
     if not failed:
         typer.echo(f"No stale trials in '{name}' (grace period {grace_period} s).")
