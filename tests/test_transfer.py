@@ -11,7 +11,9 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import pickle
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo import Heartbeat, StorageError, _transfer, open_storage
+from hpo._files import safe_stem
 from hpo.cli import _transfer as _transfer_cli  # noqa: F401 - registers copy/export/import on `hpo study`
 from hpo.cli import app
 from helpers import REPO, cli_env, hpo, postgres_or_fail, unique
@@ -481,6 +484,130 @@ def test_export_as_a_real_subprocess_writes_name_dot_format_by_default(source, t
     result = run_hpo("study", "import", "src.json", "--storage", f"sqlite:///{tmp_path / 'b.db'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs/path", "-rf", "..", "/"])
+def test_the_default_export_file_is_one_safe_name_in_the_current_folder(tmp_path, name):
+    """A study name is not a path, whoever chose it: the file lands in the current folder, nowhere else."""
+    url = f"sqlite:///{tmp_path / 'laptop.db'}"
+    build_source(url, name)
+    work = tmp_path / "work" / "here"
+    work.mkdir(parents=True)
+    before = sorted(p for p in tmp_path.rglob("*") if p != work)
+    result = run_hpo("study", "export", "--storage", url, "--json", "--", name, cwd=work)
+    assert result.returncode == 0, result.stderr
+    expected = f"{safe_stem(name)}.json"
+    assert [p.name for p in work.iterdir()] == [expected]
+    assert json.loads(result.stdout)["file"] == expected
+    assert sorted(p for p in tmp_path.rglob("*") if p != work and work not in p.parents) == before
+    assert not Path("/abs").exists()
+
+
+def test_a_name_brought_in_by_import_never_becomes_a_path(source, tmp_path):
+    theirs = tmp_path / "theirs.json"
+    data = json.loads(_transfer.to_json(_transfer.read_study(source[0], "src")))
+    data["study"]["name"] = "../../outside/evil"
+    theirs.write_text(json.dumps(data))
+    url = f"sqlite:///{tmp_path / 'mine.db'}"
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_hpo("study", "import", str(theirs), "--storage", url, cwd=work).returncode == 0
+    result = run_hpo("study", "export", "../../outside/evil", "--format", "csv", "--storage", url, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["outside_evil.csv", "outside_evil.study.json"]
+    assert not (tmp_path.parent / "outside").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "device", "fifo"])
+def test_export_onto_anything_but_a_regular_file_is_one_line_and_changes_nothing(source, tmp_path, kind):
+    target = tmp_path / "out.json"
+    if kind == "folder":
+        target.mkdir()
+    elif kind == "symlink":
+        (tmp_path / "real.json").write_text("keep")
+        target.symlink_to(tmp_path / "real.json")
+    elif kind == "device":
+        target = Path(os.devnull)
+    else:
+        os.mkfifo(target)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = invoke("study", "export", "src", "--storage", source[0], "--out", str(target))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: --out {target} is a")
+    assert result.stderr.endswith("; name a new or regular file instead\n")
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if kind == "symlink":
+        assert target.is_symlink() and (tmp_path / "real.json").read_text() == "keep"
+
+
+def test_a_csv_export_writes_both_files_or_neither(source, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    out = folder / "trials.csv"
+    out.write_text("old table")
+    (folder / "trials.study.json").mkdir()  # the sidecar cannot be written
+    result = invoke("study", "export", "src", "--storage", source[0], "--out", str(out))
+    assert result.exit_code == 1
+    assert "trials.study.json is a folder" in result.stderr
+    assert out.read_text() == "old table"
+    assert sorted(p.name for p in folder.iterdir()) == ["trials.csv", "trials.study.json"]
+
+
+def test_export_keeps_the_permissions_of_the_file_it_replaces(source, tmp_path):
+    out = tmp_path / "shared.json"
+    out.write_text("{}")
+    out.chmod(0o640)
+    assert invoke("study", "export", "src", "--storage", source[0], "--out", str(out)).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    fresh = tmp_path / "fresh.json"
+    assert invoke("study", "export", "src", "--storage", source[0], "--out", str(fresh)).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
+def test_json_of_export_import_and_copy(source, tmp_path, postgres):
+    """One object each, the storage URLs masked: the password given for PostgreSQL is in no output."""
+    pg_url, names = postgres
+    secret = "s3cr3t-pw"
+    parts = sa.engine.make_url(pg_url).set(password=secret)
+    pg_secret = parts.render_as_string(hide_password=False)
+    counts = {"complete": 2, "pruned": 1, "fail": 1, "running": 1, "waiting": 1}
+
+    out = tmp_path / "src.csv"
+    exported = run_hpo("study", "export", "src", "--storage", source[0], "--out", str(out), "--json")
+    assert exported.returncode == 0, exported.stderr
+    data = json.loads(exported.stdout)
+    assert data.pop("seconds") >= 0
+    assert data == {"study": "src", "from": source[0], "format": "csv", "file": str(out),
+                    "sidecar": str(tmp_path / "src.study.json"), "trials": 6, "states": counts}
+
+    new = unique("json-import")
+    names.append(new)
+    imported = run_hpo("study", "import", str(out), "--name", new, "--storage", pg_secret, "--json")
+    assert imported.returncode == 0, imported.stderr
+    data = json.loads(imported.stdout)
+    assert data.pop("seconds") >= 0
+    assert data.pop("to").startswith("postgresql+psycopg://postgres:***@")
+    assert data == {"study": new, "file": str(out), "trials": 6, "states": counts}
+
+    copied_name = unique("json-copy")
+    names.append(copied_name)
+    copied = run_hpo("study", "copy", new, "--storage", pg_secret, "--to", pg_secret, "--name", copied_name,
+                     "--json")
+    assert copied.returncode == 0, copied.stderr
+    data = json.loads(copied.stdout)
+    assert data["study"] == copied_name and data["source"] == new and data["trials"] == 6
+    assert data["states"] == counts
+    for result in (exported, imported, copied):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_export_json_flag_with_stdout_is_a_bad_flag(source):
+    result = invoke("study", "export", "src", "--storage", source[0], "--out", "-", "--json")
+    assert result.exit_code == 2
+    assert "--out - prints the study itself as JSON" in result.stderr
 
 
 # --- hpo storage check --------------------------------------------------------------------------
