@@ -20,11 +20,12 @@ from hpo._confirm import confirm
 from hpo._errors import StudyError
 from hpo import _plots
 from hpo._figures import FIGURES, KINDS
+from hpo._files import safe_stem
 from hpo._plots import drawer, panels, plot_curves, plot_ranges, render, render_all, save
 from hpo._space import distributions
 from hpo._spec import load_spec, parse_spec
 from hpo.cli import app
-from helpers import DATA_DIR, REPO, write_spec
+from helpers import DATA_DIR, REPO, hpo, write_spec
 
 PRUNER = """
 [pruner]
@@ -91,10 +92,11 @@ def test_plot_all_renders_every_kind_from_a_real_study(real, tmp_path):
 # Made-up studies: fast, and the cases a real tiny study does not reach
 
 
-def made_up(spec_path, n=24, confirmed=False, name=None):
-    """An in-memory study with hpo's spec attribute and n trials: better as lr grows, some pruned."""
+def made_up(spec_path, n=24, confirmed=False, name=None, storage=None):
+    """A study (in memory unless `storage` is given) with hpo's spec attribute and n trials: better as lr
+    grows, some pruned."""
     spec = load_spec(spec_path)
-    study = optuna.create_study(direction="maximize", study_name=name or spec.name)
+    study = optuna.create_study(direction="maximize", study_name=name or spec.name, storage=storage)
     study.set_user_attr("spec", spec.to_dict())
     dists = distributions(spec.search)
     rng = np.random.default_rng(0)
@@ -276,3 +278,60 @@ def test_plot_command_on_a_study_without_trials_is_one_line(tmp_path):
     assert result.stderr.strip() == (
         "Error: no figure applies to study 'book' yet: study 'book' has 0 complete trial(s); the ranges figure "
         "needs at least 2 (run it with `hpo study run book`)")
+
+
+# ---------------------------------------------------------------------------------------
+# Where the files go
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs/path", "-rf"])
+def test_the_default_folder_is_one_safe_name_under_figures(tmp_path, name):
+    """A study name is not a path, whoever chose it (an import keeps someone else's)."""
+    url = f"sqlite:///{tmp_path / 'plots.db'}"
+    made_up(BOOK, n=8, name=name, storage=url)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = hpo("study", "plot", "--kind", "history", "--storage", url, "--", name, cwd=work)
+    assert result.returncode == 0, result.stderr
+    folder = work / "figures" / safe_stem(name)
+    assert result.stdout == f"history: {folder.relative_to(work) / 'history.png'}\n"
+    assert [p.relative_to(work) for p in sorted(work.rglob("*"))] == [
+        Path("figures"), folder.relative_to(work), folder.relative_to(work) / "history.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["work", *(p.name for p in tmp_path.glob("plots.db*"))])
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plots.db'}"
+    made_up(BOOK, n=8, storage=url)
+    out = tmp_path / "figures.png"
+    out.write_bytes(b"keep")
+    result = CliRunner().invoke(app, ["study", "plot", "book", "--out", str(out), "--storage", url],
+                                env={"HPO_STORAGE": ""})
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: --out {out} is a regular file; name a new folder or an existing one instead\n"
+    assert out.read_bytes() == b"keep"
+
+
+def test_a_link_in_the_out_folder_is_refused_and_left_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plots.db'}"
+    made_up(BOOK, n=8, storage=url)
+    out = tmp_path / "figs"
+    out.mkdir()
+    (tmp_path / "elsewhere.png").write_bytes(b"keep")
+    (out / "history.png").symlink_to(tmp_path / "elsewhere.png")
+    result = CliRunner().invoke(app, ["study", "plot", "book", "--kind", "history", "--out", str(out),
+                                      "--storage", url], env={"HPO_STORAGE": ""})
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: the figure {out / 'history.png'} is a symbolic link; name a new or regular "
+                             "file instead\n")
+    assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"
+    assert [p.name for p in out.iterdir()] == ["history.png"]
+
+
+def test_a_figure_replaces_an_old_one_whole(tmp_path):
+    path = tmp_path / "history.png"
+    path.write_bytes(b"old")
+    fig = _plots.plot_history(made_up(BOOK, n=8))
+    save(fig, path)
+    check_png(path, fig)
+    assert [p.name for p in tmp_path.iterdir()] == ["history.png"]

@@ -18,6 +18,7 @@ from hpo._figures import FIGURES
 from hpo._report import build
 from hpo._space import distributions
 from hpo._spec import load_spec
+from hpo._transfer import copy_study
 from hpo.cli import app
 from helpers import REPO
 
@@ -120,3 +121,34 @@ def test_report_command_writes_the_file(family, tmp_path):
     assert result.exit_code == 0, result.output
     assert re.fullmatch(rf"Wrote {re.escape(str(out))} \(\d+ KB\)\.\n", result.stdout)
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.slow
+def test_the_default_report_is_one_safe_name_in_the_current_folder(family, tmp_path, monkeypatch):
+    """A study name is not a path, whoever chose it (an import keeps someone else's)."""
+    url = f"sqlite:///{tmp_path / 'theirs.db'}"
+    copy_study("book", family.url, url, "../../x")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["study", "report", "../../x", "--storage", url], env={"HPO_STORAGE": ""})
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in work.iterdir()] == ["x-report.html"]
+    assert not (tmp_path.parent / "x-report.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink"])
+def test_a_report_onto_anything_but_a_regular_file_is_one_line(family, tmp_path, kind):
+    out = tmp_path / "book.html"
+    if kind == "folder":
+        out.mkdir()
+    else:
+        (tmp_path / "real.html").write_text("keep")
+        out.symlink_to(tmp_path / "real.html")
+    result = CliRunner().invoke(app, ["study", "report", "book", "--out", str(out), "--storage", family.url],
+                                env={"HPO_STORAGE": ""})
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: --out {out} is a {'folder' if kind == 'folder' else 'symbolic link'}; "
+                             "name a new or regular file instead\n")
+    expected = ["book.html"] if kind == "folder" else ["book.html", "real.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
