@@ -15,6 +15,7 @@ tests/test_optuna_internals.py checks every name used here and says which one mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
-from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
 
@@ -87,6 +88,52 @@ def retrying(storage: BaseStorage, retrier: _retry.Retrier) -> BaseStorage:
     if isinstance(storage, RDBStorage):
         storage = _CachedStorage(storage)
     return _retry.wrap(storage, retrier, BaseHeartbeat)
+
+
+# --- Heartbeats and stale trials on any storage ---------------------------------------------------
+# Optuna fails dead workers' trials only on storages that subclass its private BaseHeartbeat (the
+# RDB storage); the gRPC proxy's client does not. hpo claims stale trials itself (`hpo/_claims.py`)
+# and gives the proxy's client heartbeats of its own (`hpo/_proxy.py`).
+
+
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """The ids of the study's RUNNING trials whose heartbeats stopped; none when heartbeats are off."""
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return []
+    return list(storage._get_stale_trial_ids(study._study_id))
+
+
+def stale_callback(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+    """What to do with a trial failed for stale heartbeats (queue its retry); None when nothing."""
+    storage = study._storage
+    return storage.get_heartbeat_stale_trial_callback() if is_heartbeat_enabled(storage) else None
+
+
+def with_heartbeats(base: type, name: str, methods: dict[str, Any]) -> type:
+    """A subclass of the storage class `base` that Optuna treats as sending heartbeats.
+
+    `methods` holds record_heartbeat, stale_trial_ids(study_id), get_heartbeat_interval and
+    get_heartbeat_stale_trial_callback; stale_trial_ids becomes Optuna's `_get_stale_trial_ids`.
+    """
+    namespace = dict(methods)
+    namespace["_get_stale_trial_ids"] = namespace.pop("stale_trial_ids")
+    return type(name, (base, BaseHeartbeat), namespace)
+
+
+def grpc_proxy_server(storage: Any, thread_pool: Any) -> Any:
+    """A gRPC server (not yet bound or started) that serves `storage` as Optuna's proxy does.
+
+    `optuna.storages.run_grpc_proxy_server` binds, starts and blocks in one call, so a caller
+    could neither report a port it cannot bind nor stop the server cleanly on SIGTERM.
+    """
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    server = grpc.server(thread_pool)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    return server
 
 
 # --- Optuna's schema ---------------------------------------------------------------------------

@@ -38,12 +38,14 @@ from hpo._retry import Retrier, is_transient, retrier_of, retry_seconds
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
 # For help texts and messages, so that no other module spells a URL scheme.
-URL_HELP = "use sqlite:///path/to/file.db, postgresql+psycopg://user@host/db or journal:PATH"
+URL_HELP = ("use sqlite:///path/to/file.db, postgresql+psycopg://user@host/db, "
+            "mysql+pymysql://user@host/db, grpc://HOST:PORT (`hpo storage serve`) or journal:PATH")
 URL_EXAMPLE = "postgresql+psycopg://user@server/db"  # a shared server, as in "e.g. …"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat before a RUNNING trial counts as dead
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the SQLite lock instead of failing
 CONNECT_TIMEOUT = 10  # seconds to reach a database server
+GRPC_PORT = 13000  # of `hpo storage serve`, when a grpc:// URL names none
 # hpo's own lock file beside a SQLite or journal file. Not `PATH.lock`: that is the lock file of
 # Optuna's JournalFileBackend, which would wait for hpo's lock and then break it.
 LOCK_SUFFIX = "-hpo.lock"
@@ -449,6 +451,35 @@ class _Journal(Backend):
         return _file_lock(lock_path(url))
 
 
+class _Grpc(Backend):
+    """hpo's gRPC storage proxy (`hpo storage serve`) in front of a database. Workers claim trials
+    as tickets (`hpo/_claims.py`), each claim one atomic step that the proxy carries; there is no
+    study lock through it."""
+
+    name = "grpc"
+
+    def parse(self, text: str, parsed: sqlalchemy.URL | None) -> StorageURL:
+        if not parsed.host or parsed.database or parsed.username or parsed.query:
+            raise StorageError(f"storage URL '{mask_url(text)}' must be grpc://HOST:PORT, the address "
+                               f"that `hpo storage serve` listens on")
+        host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+        normal = f"grpc://{host}:{parsed.port or GRPC_PORT}"
+        return StorageURL(self.name, normal, normal)
+
+    def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
+        from hpo import _proxy  # gRPC is an extra: only this backend needs it
+
+        parsed = make_url(url.url)
+        host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+        callback = _heartbeat_kwargs(heartbeat).get("heartbeat_stale_trial_callback")
+        return _proxy.connect(host, parsed.port, url.masked, heartbeat.interval, heartbeat.grace_period,
+                              callback, CONNECT_TIMEOUT)
+
+    def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
+        raise StorageError(f"storage {url.masked} is a gRPC proxy, which carries no study lock; "
+                           "run this command on the database behind the proxy")
+
+
 BACKENDS: dict[str, Backend] = {
     "sqlite": _SQLite(),
     "postgresql": _Server("postgresql", "postgresql+psycopg", "SELECT 1 FROM pg_advisory_lock(:k)",
@@ -456,6 +487,7 @@ BACKENDS: dict[str, Backend] = {
     "mysql": _Server("mysql", "mysql+pymysql", _GET_LOCK, "SELECT RELEASE_LOCK(:k)", _named_key),
     "mariadb": _Server("mariadb", "mariadb+pymysql", _GET_LOCK, "SELECT RELEASE_LOCK(:k)", _named_key),
     "journal": _Journal(),
+    "grpc": _Grpc(),
 }
 
 

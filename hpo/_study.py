@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
+from hpo import _claims
 from hpo import _optuna_internals as internals
 from hpo._errors import Interrupted, StorageError, StudyError
 from hpo._format import utc_now
@@ -304,28 +305,17 @@ def _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_
 
 
 # --- Claiming the next trial ------------------------------------------------------------------
-# One piece, under the study's lock: fail dead workers' trials, count, and claim a trial if the
-# target still needs one. Everything a worker decides about starting a trial is decided here.
+# One piece: fail dead workers' trials, count, and claim a ticket if the target still needs one
+# (hpo/_claims.py: no study lock). Everything a worker decides about starting a trial is decided here.
 
 
 def _claim_next(handle: StudyHandle, target: int, queue_only: bool) -> tuple[int | None, dict[str, int], bool]:
-    """Under the study's lock: (the claimed trial's id or None, the counts before it, whether the study is done).
+    """(the claimed trial's id or None, the counts before it, whether the study is done).
 
     A claimed trial is RUNNING; `_start_trial` makes the trial object. None with done False means
     other workers' running trials may still reach the target: wait and look again.
     """
-    study = handle.study
-    with study_lock(handle.storage_url, handle.name):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optuna.storages.fail_stale_trials(study)
-        counts = count_states(study)
-        finished = finished_count(counts)
-        done = finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"])
-        trial_id = None
-        if not done and (counts["WAITING"] or (finished + counts["RUNNING"] < target and not queue_only)):
-            trial_id = internals.claim_trial(study)
-    return trial_id, counts, done
+    return _claims.claim_next(handle, target, queue_only)  # tickets, no study lock: hpo/_claims.py
 
 
 # --- Running one trial ------------------------------------------------------------------------

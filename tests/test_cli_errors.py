@@ -45,7 +45,8 @@ def test_bad_flags_and_names(storage, args, code, message):
 
 @pytest.mark.parametrize("url,message", [
     ("nonsense", "Error: storage URL 'nonsense' is not a valid URL; use sqlite:///path/to/file.db, "
-                 "postgresql+psycopg://user@host/db or journal:PATH"),
+                 "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db, "
+                 "grpc://HOST:PORT (`hpo storage serve`) or journal:PATH"),
     ("redis://127.0.0.1:6379", "Error: storage URL 'redis://127.0.0.1:6379' uses unsupported backend 'redis'"),
     ("sqlite://", "Error: storage URL 'sqlite://' names no database file"),
 ])

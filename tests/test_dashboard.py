@@ -169,7 +169,8 @@ def test_a_busy_port_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["--storage", "nonsense"], 1, "Error: storage URL 'nonsense' is not a valid URL; use sqlite:///path/to/file.db, "
-                                   "postgresql+psycopg://user@host/db or journal:PATH\n"),
+                                   "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db, "
+                                   "grpc://HOST:PORT (`hpo storage serve`) or journal:PATH\n"),
     (["--storage", "postgresql+psycopg://alice:s3cret@127.0.0.1:1/db"], 1,
      "Error: cannot open storage postgresql+psycopg://alice:***@127.0.0.1:1/db: "),
     (["--storage", "sqlite:///{tmp}/d.db", "--host", "no-such-host.invalid"], 1,

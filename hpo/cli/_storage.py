@@ -1,18 +1,20 @@
-"""`hpo storage …`: check that a storage URL works and what it holds."""
+"""`hpo storage …`: check that a storage URL works and what it holds; serve it to many workers."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Annotated
 
 import optuna
 import typer
 
+from hpo import _proxy
 from hpo._storage import (
-    STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_url, schema_version)
+    STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_storage, resolve_url, schema_version)
 from hpo.cli._common import JsonOption, StorageOption, group, print_json, print_table
 
-app = group(help="Check storages.")
+app = group(help="Check storages; serve one to many workers through a gRPC proxy.")
 
 
 @app.command()
@@ -37,3 +39,39 @@ def check(
     typer.echo(f"{mask_url(url)}: {backend_name(url)}, schema {schema or 'journal'}, {len(studies)} studies")
     if studies:
         print_table(["study", "trials"], [[s["name"], s["trials"]] for s in studies])
+
+
+@app.command()
+def serve(
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on. The proxy has no login and lets anyone who reaches it change "
+        "studies, so the default is this machine only; use 0.0.0.0 for workers on other machines "
+        "of a trusted network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = _proxy.DEFAULT_PORT,
+    threads: Annotated[int, typer.Option(
+        min=1, max=256, help="Requests served at once, and so the most database connections the "
+        "proxy opens, however many workers use it.")] = _proxy.DEFAULT_THREADS,
+) -> None:
+    """Serve a SQLite, PostgreSQL or MySQL database to many workers through Optuna's gRPC storage
+    proxy; workers then use --storage grpc://HOST:PORT. Stops on Ctrl-C or SIGTERM."""
+    url = resolve_storage(storage)
+    database = _proxy.open_database(url)
+    shown = f"[{host}]" if ":" in host else host
+
+    def ready(bound: int) -> None:
+        typer.echo(f"Serving {url.masked} on grpc://{shown}:{bound} (Ctrl-C to stop)")
+        if not _is_loopback(host):
+            typer.echo(f"Warning: {host} is reachable from other machines, and the proxy has no login.", err=True)
+
+    _proxy.serve(database, host, port, threads, on_ready=ready)
+    typer.echo("Proxy stopped.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,229 @@
+"""Optuna's gRPC storage proxy, served by hpo and used through `grpc://HOST:PORT` storage URLs.
+
+Many workers then share one database through a few of its connections: the proxy holds the only
+connection pool, with Optuna's in-process cache of finished trials in front of it. hpo's proxy
+adds three things to Optuna's:
+- the claims of `hpo/_claims.py` run on the database as the single conditional statements they
+  are (Optuna's proxy would claim with `SELECT … FOR UPDATE`, which SQLite ignores);
+- a signature, so that a worker refuses a proxy that does not claim that way;
+- heartbeats, which Optuna's proxy client does not send: a running trial's worker writes the time
+  into the trial's system attribute `hpo:heartbeat`, and any worker fails a RUNNING trial whose
+  time is older than the grace period (clocks of the machines should agree within seconds).
+
+A gRPC channel does not survive `fork`: a forked child gets fresh channels for every client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo import _optuna_internals as internals
+from hpo._claims import ONCE_PREFIX, claim_sql, fail_sql, once_sql
+from hpo._errors import HpoError, StorageError
+from hpo._storage import Heartbeat, StorageURL, open_storage
+
+DEFAULT_PORT = 13000
+DEFAULT_THREADS = 8  # at most this many database connections, whatever the number of workers
+HEARTBEAT_KEY = "hpo:heartbeat"
+# Asking the proxy for the id of this study name returns SIGNATURE: a study id no database gives.
+SIGNATURE_NAME = "\x00hpo-storage-proxy"
+SIGNATURE = -20130
+
+
+class ProxyError(HpoError):
+    """The proxy cannot serve: a storage it cannot carry, an address it cannot bind."""
+
+
+# --- The server -----------------------------------------------------------------------------------
+
+
+class ClaimingStorage:
+    """The storage the proxy serves: the database's, with hpo's claims as conditional statements."""
+
+    def __init__(self, inner: optuna.storages.BaseStorage):
+        rdb = internals.rdb_storage(inner)
+        self._inner = inner
+        self._engine = rdb.engine
+        # SQLite ignores FOR UPDATE: a worker's own end of a trial and another's failing it as
+        # stale must not interleave. Server databases lock the row themselves.
+        self._finish_lock = threading.Lock() if self._engine.dialect.name == "sqlite" else None
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state == TrialState.RUNNING:
+            return claim_sql(self._engine, trial_id)
+        with self._finish_lock or _NO_LOCK:
+            if state == TrialState.FAIL and values is None:
+                if fail_sql(self._engine, trial_id):
+                    return True
+                if self._inner.get_trial(trial_id).state == TrialState.WAITING:
+                    return self._inner.set_trial_state_values(trial_id, state, values)
+                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} has already finished")
+            return self._inner.set_trial_state_values(trial_id, state, values)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        if study_name == SIGNATURE_NAME:
+            return SIGNATURE
+        return self._inner.get_study_id_from_name(study_name)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if key.startswith(ONCE_PREFIX):
+            if not once_sql(self._engine, study_id, key.removeprefix(ONCE_PREFIX), value):
+                raise KeyError(key)  # the worker reads this answer as "taken already"
+            return
+        self._inner.set_study_system_attr(study_id, key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+class _Stop(Exception):
+    """SIGTERM stops the proxy as Ctrl-C does."""
+
+
+def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: int = DEFAULT_THREADS,
+          on_ready: Callable[[int], None] | None = None, grace: float = 5.0) -> None:
+    """Serve `storage` (an SQL database from `open_storage`) on host:port until Ctrl-C or SIGTERM.
+
+    Args:
+        storage: the database's storage; a journal is refused by the caller.
+        host: the address to listen on.
+        port: the port; 0 picks a free one.
+        threads: the requests served at once, and so the most database connections used.
+        on_ready: called with the port once the proxy listens.
+        grace: seconds that requests under way get to finish when the proxy stops.
+    """
+    server = internals.grpc_proxy_server(ClaimingStorage(storage), ThreadPoolExecutor(max_workers=threads))
+    try:
+        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    except RuntimeError as exc:
+        raise ProxyError(f"cannot serve on {host}:{port}: {exc}; another program may use that port "
+                         "(pick another with --port), or check --host") from None
+    if bound == 0:
+        raise ProxyError(f"cannot serve on {host}:{port}: the address cannot be bound; another program "
+                         "may use that port (pick another with --port), or check --host")
+    server.start()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if on_ready:
+            on_ready(bound)
+        server.wait_for_termination()
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop(grace).wait()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def open_database(url: StorageURL) -> optuna.storages.BaseStorage:
+    """The database storage the proxy serves; ProxyError with one line for anything else."""
+    if url.path is not None and url.sqlite_path is None:  # checked before opening creates the file
+        raise ProxyError(f"the gRPC proxy cannot serve the journal {url.masked}: Optuna's proxy serves SQL "
+                         "databases only; serve SQLite, PostgreSQL or MySQL, or give workers the journal itself")
+    storage = open_storage(url, Heartbeat(interval=None))  # the workers send the heartbeats
+    if internals.rdb_storage(storage) is None:
+        raise ProxyError(f"the gRPC proxy cannot serve {url.masked}: it serves SQL databases only "
+                         "(SQLite, PostgreSQL, MySQL/MariaDB); give it the database's own URL")
+    return storage
+
+
+# --- The client -----------------------------------------------------------------------------------
+
+
+def _record_heartbeat(self, trial_id: int) -> None:
+    self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+
+
+def _stale_trial_ids(self, study_id: int) -> list[int]:
+    now = time.time()
+    stale = []
+    for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT_KEY)
+        if beat is None:  # killed before its first heartbeat: count from its start
+            beat = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - float(beat) > self.grace_period:
+            stale.append(internals.trial_id(trial))
+    return stale
+
+
+def _heartbeat_interval(self) -> int | None:
+    return self.interval
+
+
+def _stale_callback(self):
+    return self.stale_callback
+
+
+_CLIENT_CLASS: list[type] = []
+_CLIENTS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _client_class() -> type:
+    if not _CLIENT_CLASS:
+        from optuna.storages import GrpcStorageProxy
+
+        _CLIENT_CLASS.append(internals.with_heartbeats(GrpcStorageProxy, "HeartbeatGrpcStorageProxy", {
+            "record_heartbeat": _record_heartbeat, "stale_trial_ids": _stale_trial_ids,
+            "get_heartbeat_interval": _heartbeat_interval,
+            "get_heartbeat_stale_trial_callback": _stale_callback}))
+        os.register_at_fork(after_in_child=_fresh_channels)
+    return _CLIENT_CLASS[0]
+
+
+def _fresh_channels() -> None:
+    for client in list(_CLIENTS):
+        client.__setstate__(client.__getstate__())  # drops the inherited channel, opens a new one
+
+
+def connect(host: str, port: int, masked: str, interval: int | None, grace_period: int,
+            stale_callback: Any, timeout: float) -> optuna.storages.BaseStorage:
+    """A client of hpo's proxy at host:port, with heartbeats when `interval` is set.
+
+    Raises StorageError with one line when nothing answers there, or when what answers is not
+    `hpo storage serve` (a plain Optuna proxy in front of SQLite would let two workers claim one
+    trial).
+    """
+    client = _client_class()(host=host, port=port)
+    client.interval = interval
+    client.grace_period = grace_period
+    client.stale_callback = stale_callback
+    try:
+        client.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        client.close()
+        raise StorageError(f"cannot reach the storage proxy at {masked} within {timeout:g} s; is "
+                           f"`hpo storage serve` running there, and the port open?") from None
+    try:
+        signature = client.get_study_id_from_name(SIGNATURE_NAME)
+    except KeyError:
+        signature = None
+    if signature != SIGNATURE:
+        client.close()
+        raise StorageError(f"{masked} is a gRPC storage proxy, but not `hpo storage serve`: its claims "
+                           f"are not known to be atomic; serve the database with `hpo storage serve`")
+    _CLIENTS.add(client)
+    return client
