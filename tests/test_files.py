@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 
 import pytest
 
-from hpo._files import OutputError, check_target, safe_stem, write_file
+from hpo._files import (OutputError, check_folder, check_target, make_folder, replacing_all, safe_stem,
+                        write_file)
+from helpers import REPO, hpo, write_spec
 
 
 @pytest.mark.parametrize("name, stem", [
@@ -44,6 +48,58 @@ def test_anything_but_a_regular_file_is_refused(tmp_path, kind):
         assert target.is_symlink()
 
 
+def test_files_written_together_are_replaced_together_or_not_at_all(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "a.study.json"
+    first.write_text("old a")
+    with pytest.raises(RuntimeError):
+        with replacing_all([first, second]) as (one, two):
+            one.write_text("new a")
+            raise RuntimeError("the second file could not be made")
+    assert first.read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    with replacing_all([first, second]) as (one, two):
+        one.write_text("new a")
+        two.write_text("new b")
+    assert (first.read_text(), second.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.study.json"]
+
+
+def test_an_empty_result_is_refused_and_the_old_file_kept(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(OutputError, match="nothing was written"):
+        write_file(target, "")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_new_file_gets_the_umask_permissions_and_a_replaced_one_keeps_its_own(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        fresh = write_file(tmp_path / "fresh.txt", "x")
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o600)
+        write_file(kept, "new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_an_output_folder_may_be_missing_a_folder_or_a_link_to_one_but_not_a_file(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for ok in ("missing", "real", "link"):
+        assert check_folder(tmp_path / ok) == tmp_path / ok
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(OutputError, match="is a regular file; name a new folder or an existing one"):
+        make_folder(tmp_path / "file")
+    with pytest.raises(OutputError, match="a part of the path is a file, not a folder"):
+        make_folder(tmp_path / "file" / "sub")
+    assert (tmp_path / "file").read_text() == "keep"
+
+
 def test_a_device_is_refused():
     with pytest.raises(OutputError, match="is a device"):
         check_target(os.devnull)
@@ -73,3 +129,22 @@ def test_a_full_disk_leaves_nothing_behind(tmp_path):
         assert (mount / "kept.txt").read_text() == "kept"
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_what_the_commands_write_by_default_is_ignored_by_git(tmp_path):
+    """Run in a git repository holding only the project's .gitignore and a spec, every file the
+    commands leave behind by default is ignored: `git status` shows the spec alone."""
+    shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
+    write_spec(tmp_path, "tiny", trials=3, epochs=2, samples=200, random_trials=2)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for args in (["study", "create", "tiny.toml"], ["study", "run", "tiny"], ["study", "export", "tiny"],
+                 ["study", "export", "tiny", "--format", "csv"], ["study", "plot", "tiny", "--kind", "history"],
+                 ["study", "report", "tiny"]):
+        result = hpo(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"hpo.db", "tiny.json", "tiny.csv", "tiny.study.json", "figures", "tiny-report.html"} <= written
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert status.splitlines() == ["?? .gitignore", "?? tiny.toml"]
