@@ -5,7 +5,8 @@ display): trials done of the target, the best so far, this machine's running tri
 current epoch, elapsed time and time left, and how many trials workers elsewhere are running.
 The clock ticks between reports, so a long trial is visibly alive. With `verbose`, each finished
 trial also gets a line of its own above it. Where stderr is not a terminal (a pipe, a log file):
-plain lines, one per finished trial. `quiet`: nothing (`for_run` returns None).
+plain lines, one per finished trial, and one when the run starts to wait for other workers'
+trials. `quiet`: nothing (`for_run` returns None).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RunConsole:
         self._received = time.monotonic()
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._waiting = False  # for plain lines: whether the wait for other workers is told already
         if self.console.is_terminal and not self.console.is_dumb_terminal:
             self._live = Live(_Line(self), console=self.console, refresh_per_second=4, transient=True,
                               redirect_stdout=False, redirect_stderr=False)
@@ -48,6 +50,10 @@ class RunConsole:
             elif self.verbose:
                 self.console.print(trial_line(progress.last), markup=False, overflow="ellipsis",
                                    no_wrap=True)
+        elif self._live is None and not progress.running and progress.elsewhere:
+            if not self._waiting:
+                self.console.print(f"waiting: {status(progress)}", markup=False, soft_wrap=True)
+        self._waiting = progress.last is None and not progress.running and bool(progress.elsewhere)
         if self._live is not None:
             self._live.refresh()
 
