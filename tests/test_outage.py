@@ -79,3 +79,23 @@ def test_an_outage_longer_than_the_bound_ends_with_one_line(tmp_path, server):
     assert len(lines) == 1, err
     assert lines[0].startswith("Error: storage ") and "unreachable for 4 s" in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "progress"])
+def test_workers_that_lose_their_storage_end_with_their_own_line_in_the_parent(tmp_path, server, quiet):
+    name = unique("outage")
+    spec = write_spec(tmp_path, "o", trials=200, epochs=3, samples=300)
+    assert hpo("study", "create", str(spec), "--name", name, "--storage", server.url).returncode == 0
+    run = hpo_popen("--storage-retry", "4", "study", "run", name, "--workers", "2",
+                    *(["--quiet"] if quiet else []), cwd=tmp_path, HPO_STORAGE=server.url)
+    _wait_for_finished(server.url, name, 2, run)
+    server.stop()
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:
+        server.start()
+    assert run.returncode not in (0, None)
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, err
+    assert "storage " in errors[0] and "unreachable for 4 s" in errors[0]
+    assert "Traceback" not in err

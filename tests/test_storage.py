@@ -6,7 +6,9 @@ unreachable, except in CI), separate processes claiming trials under the lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
-from hpo import StorageError
+from hpo import StorageError, create, load_spec, run
 from hpo import _optuna_internals as internals
 from hpo._storage import (
     BACKENDS,
@@ -26,6 +29,7 @@ from hpo._storage import (
     Backend,
     Heartbeat,
     StorageURL,
+    is_read_only,
     lock_path,
     mask_url,
     open_storage,
@@ -33,7 +37,9 @@ from hpo._storage import (
     resolve_url,
     study_lock,
 )
-from helpers import REPO, cli_env, postgres_or_fail
+from hpo._retry import RETRY_ENV, Retrier, RetryingStorage, is_transient, retrier_of, retry_seconds
+from helpers import REPO, cli_env, hpo, postgres_or_fail, write_spec
+from pgserver import TempPostgres, unavailable_reason
 
 # --- Parsing ---------------------------------------------------------------------------------------
 
@@ -310,3 +316,240 @@ def test_the_default_storage_is_a_sqlite_file_in_the_current_folder(tmp_path, mo
     assert url.path == Path("hpo.db")
     open_storage(url)
     assert (tmp_path / "hpo.db").exists() and os.path.getsize(tmp_path / "hpo.db") > 0
+
+
+# --- Riding out outages ------------------------------------------------------------------------------
+
+CLOSED_PORT_URL = "postgresql+psycopg://alice:p@ss:w%rd@127.0.0.1:1/db"  # nothing listens on port 1
+
+
+def _counted(function):
+    calls = []
+
+    def counted():
+        calls.append(1)
+        return function()
+
+    return counted, calls
+
+
+def _sqlite_rdb(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}", Heartbeat(interval=None))
+    return storage, internals.rdb_storage(storage)
+
+
+@pytest.mark.parametrize("fault", ["integrity", "bad query", "finished trial"])
+def test_a_call_that_fails_for_a_reason_other_than_the_connection_fails_at_once(fault, tmp_path):
+    storage, rdb = _sqlite_rdb(tmp_path)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+    trial_id = storage.create_new_trial(study_id)
+    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [1.0])
+    studies = internals.TABLES.studies
+
+    def integrity():
+        with rdb.engine.begin() as connection:
+            connection.execute(studies.insert(), {"study_id": study_id, "study_name": "again"})
+
+    def bad_query():
+        with rdb.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT nothing FROM no_such_table")
+
+    def finished_trial():
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+
+    function, calls = _counted({"integrity": integrity, "bad query": bad_query, "finished trial": finished_trial}[fault])
+    waits = []
+    with pytest.raises(Exception) as caught:
+        Retrier("s", 30, on_wait=waits.append).call(function)
+    assert not isinstance(caught.value, StorageError)
+    assert not is_transient(caught.value)
+    assert len(calls) == 1 and waits == []
+
+
+def test_a_connection_that_fails_is_retried_until_the_server_answers(tmp_path):
+    refused = sqlalchemy.create_engine(CLOSED_PORT_URL.replace("p@ss:w%rd", "pw"))
+    _storage, rdb = _sqlite_rdb(tmp_path)
+    engines = [refused, refused, rdb.engine]  # two attempts refused by the driver, then a server
+
+    def connect():
+        with engines.pop(0).connect() as connection:
+            return connection.exec_driver_sql("SELECT 1").scalar()
+
+    function, calls = _counted(connect)
+    waits = []
+    assert Retrier("s", 30, on_wait=waits.append).call(function) == 1
+    assert len(calls) == 3
+    assert len(waits) == 1 and waits[0].startswith("storage s unreachable (")
+
+
+def test_an_outage_past_the_bound_ends_with_one_line_naming_the_storage_masked(monkeypatch):
+    monkeypatch.setenv(RETRY_ENV, "1")
+    with pytest.raises(StorageError) as caught:
+        with study_lock(CLOSED_PORT_URL, "s"):
+            pass
+    message = str(caught.value)
+    assert message.startswith("storage postgresql+psycopg://alice:***@127.0.0.1:1/db unreachable for 1 s (")
+    assert "--storage-retry" in message and RETRY_ENV in message and "\n" not in message
+    for part in ("p@ss:w%rd", "p@ss", "w%rd", "p%40ss"):
+        assert part not in message
+
+
+@pytest.mark.parametrize("value, seconds", [(None, 60.0), ("7.5", 7.5), ("0", 0.0)])
+def test_the_retry_bound_comes_from_the_environment_or_defaults_to_a_minute(value, seconds, monkeypatch):
+    if value is None:
+        monkeypatch.delenv(RETRY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RETRY_ENV, value)
+    assert retry_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_retry_bound_in_the_environment_is_one_line(value, monkeypatch):
+    monkeypatch.setenv(RETRY_ENV, value)
+    with pytest.raises(StorageError) as caught:
+        retry_seconds()
+    assert str(caught.value).startswith(f"{RETRY_ENV}={value!r} ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_every_storage_is_wrapped_and_keeps_heartbeats_and_optunas_cache(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
+    assert isinstance(storage, RetryingStorage)
+    assert retrier_of(storage).storage_name == f"sqlite:///{tmp_path / 'w.db'}"
+    assert type(storage.inner).__name__ == "_CachedStorage"
+    assert storage.get_heartbeat_interval() == Heartbeat().interval
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = study.ask()
+    with internals.heartbeat(study, trial):  # Optuna sees heartbeats on: it starts the thread
+        pass
+    rdb = internals.rdb_storage(storage)
+    with rdb.engine.connect() as connection:
+        beats = connection.execute(internals.TABLES.heartbeats.select()).fetchall()
+    assert len(beats) == 1
+    assert isinstance(open_storage(f"journal:{tmp_path / 'j.log'}"), RetryingStorage)
+
+
+# --- Read-only files -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_db(tmp_path_factory) -> Path:
+    """A SQLite file holding one hpo study with two complete trials."""
+    folder = tmp_path_factory.mktemp("finished")
+    url = f"sqlite:///{folder / 'study.db'}"
+    handle = create(load_spec(write_spec(folder, "done", trials=2, epochs=1, samples=200, random_trials=2)), url)
+    assert run(handle).finished == 2
+    storage = internals.rdb_storage(open_storage(url))
+    storage.engine.dispose()
+    with sqlite3.connect(folder / "study.db") as connection:  # fold the WAL into the file
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return folder / "study.db"
+
+
+@contextlib.contextmanager
+def _read_only_copy(finished_db: Path, tmp_path: Path, how: str):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if how == "mount":
+        if os.geteuid() != 0:
+            pytest.skip("mounting a read-only file system needs root")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        shutil.copy(finished_db, folder / "study.db")
+        if how == "mount":
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            (folder / "study.db").chmod(0o444)
+            folder.chmod(0o555)
+        yield folder / "study.db"
+    finally:
+        if how == "mount":
+            subprocess.run(["umount", str(folder)], check=False)
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["permissions", "mount"])
+def test_a_read_only_sqlite_file_serves_every_read_command(finished_db, tmp_path, how):
+    with _read_only_copy(finished_db, tmp_path, how) as db:
+        before = db.read_bytes()
+        url = f"sqlite:///{db}"
+        assert is_read_only(url)
+        out = tmp_path / "out"
+        out.mkdir()
+        for args in (["list"], ["show", "done"], ["best", "done"], ["plot", "done", "--out", str(out)],
+                     ["export", "done", "--out", str(out / "done.json")], ["report", "done", "--out", str(out / "r.html")]):
+            result = hpo("study", *args, "--storage", url, cwd=out)
+            assert result.returncode == 0, (args, result.stderr)
+            assert "Traceback" not in result.stderr
+        assert "done" in hpo("study", "list", "--storage", url).stdout
+        assert (out / "done.json").stat().st_size > 0 and list(out.glob("*.png"))
+        assert db.read_bytes() == before
+        assert sorted(p.name for p in db.parent.iterdir()) == ["study.db"]  # no WAL, no lock file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["create", "SPEC"], ["run", "done"], ["delete", "done", "--yes"],
+                                  ["fail-stale", "done"]], ids=lambda a: a[0])
+def test_a_write_command_on_a_read_only_file_says_so_in_one_line(finished_db, tmp_path, args):
+    spec = write_spec(tmp_path, "other", trials=1, epochs=1, samples=200)
+    with _read_only_copy(finished_db, tmp_path, "permissions") as db:
+        before = db.read_bytes()
+        url = f"sqlite:///{db}"
+        result = hpo("study", *[str(spec) if a == "SPEC" else a for a in args], "--storage", url, cwd=tmp_path)
+        assert result.returncode == 1, result.stdout
+        assert result.stderr == f"Error: storage {url} is read-only: list, show, best, plot, report and export " \
+                                f"work on it; to run, create or change studies, copy the file to a writable " \
+                                f"folder and use that copy\n"
+        assert db.read_bytes() == before
+
+
+# --- Concurrent first use of a new storage ---------------------------------------------------------------
+
+
+@pytest.fixture
+def private_server():
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot start a private PostgreSQL server in CI: {reason}")
+        pytest.skip(reason)
+    with TempPostgres() as pg:
+        yield pg
+
+
+def _race_creates(tmp_path: Path, url: str, names: list[str]) -> list[subprocess.CompletedProcess]:
+    spec = write_spec(tmp_path, "race", trials=1, epochs=1, samples=200)
+    args = [[sys.executable, "-m", "hpo", "study", "create", str(spec), "--name", name, "--storage", url]
+            for name in names]
+    processes = [subprocess.Popen(a, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for a in args]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in processes]
+
+
+def _check_race(results: list[subprocess.CompletedProcess], same_name: bool) -> None:
+    for result in results:
+        assert "Traceback" not in result.stderr
+        assert result.returncode == 0 or (
+            same_name and result.returncode == 1 and result.stderr.startswith("Error: a study named 'race' already exists")
+        ), result.stderr
+    assert sum(r.returncode == 0 for r in results) == (1 if same_name else len(results))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("same_name", [False, True], ids=["different names", "same name"])
+def test_creates_racing_on_a_new_sqlite_file_never_meet_the_schema(tmp_path, same_name):
+    names = ["race"] * 3 if same_name else ["race-a", "race-b", "race-c"]
+    _check_race(_race_creates(tmp_path, f"sqlite:///{tmp_path / 'new.db'}", names), same_name)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("same_name", [False, True], ids=["different names", "same name"])
+def test_creates_racing_on_a_new_postgresql_database_never_meet_the_schema(tmp_path, private_server, same_name):
+    names = ["race"] * 3 if same_name else ["race-a", "race-b", "race-c"]
+    _check_race(_race_creates(tmp_path, private_server.url, names), same_name)
