@@ -684,6 +684,52 @@ def test_cli_list_as_a_table(places):
     assert "mnist: not found; 'hpo data fetch mnist' downloads it into" in result.stdout
 
 
+def _copy_mnist_test_files(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes((DATA_DIR / "mnist" / name).read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99, 10])
+def test_cli_list_does_not_call_a_truncated_gzip_ok(tmp_path, places, cut):
+    """A download cut short: the gzip ends before its trailer, whose recorded length then cannot match."""
+    folder = _copy_mnist_test_files(tmp_path / "cut" / "mnist")
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    raw = images.read_bytes()
+    images.write_bytes(raw[: int(len(raw) * cut) if cut < 1 else cut])
+    result = runner.invoke(app, ["list", "--data-dir", str(tmp_path / "cut")])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[2].split()[:2] == ["mnist", "damaged"]
+    why = ("truncated: 10 bytes, too short for a gzip file" if cut == 10 else
+           "truncated or another file: its gzip trailer does not record the 7,840,016 uncompressed bytes of "
+           "the registry's file")
+    assert f"mnist: t10k-images-idx3-ubyte.gz: {why}; delete it and run 'hpo data fetch mnist'\n" in result.stdout
+    listed = json.loads(runner.invoke(app, ["list", "--json", "--data-dir", str(tmp_path / "cut")]).stdout)
+    assert listed[0]["status"] == "damaged"
+    assert listed[0]["problems"] == {"t10k-images-idx3-ubyte.gz": why}
+    assert [c.status for c in verify("mnist", tmp_path / "cut")] == ["unreadable", "ok"]  # the full check agrees
+
+
+def test_cli_list_checks_the_size_of_uncompressed_files(tmp_path, places):
+    folder = _copy_mnist_test_files(tmp_path / "raw" / "mnist")
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(labels.read_bytes())[:-1])
+    labels.unlink()
+    listed = json.loads(runner.invoke(app, ["list", "--json", "--data-dir", str(tmp_path / "raw")]).stdout)
+    assert listed[0]["problems"] == {
+        "t10k-labels-idx1-ubyte.gz": "10,007 bytes where the uncompressed file has 10,008 (truncated or another file)"}
+
+
+def test_whole_files_are_listed_without_problems(tmp_path, places):
+    folder = _copy_mnist_test_files(tmp_path / "whole" / "mnist")
+    packed = folder / "t10k-labels-idx1-ubyte.gz"
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress(packed.read_bytes()))
+    packed.unlink()  # an uncompressed copy is read as well
+    assert locate("mnist", tmp_path / "whole").problems == {}
+    assert locate("fashion-mnist", DATA_DIR).problems == {}
+
+
 def test_cli_verify_passes_on_the_real_files(places):
     result = runner.invoke(app, ["verify", "mnist", "--data-dir", str(DATA_DIR)])
     assert result.exit_code == 0, result.stderr

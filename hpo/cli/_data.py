@@ -39,7 +39,11 @@ _STATUS = {
 
 @app.command("list")
 def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> None:
-    """Show each data set: whether its files are found, where, and how many samples it gives."""
+    """Show each data set: whether its files are found and look whole, where, and how many samples it gives.
+
+    A file whose size (or gzip trailer) does not match the registry's is shown as damaged; `hpo data
+    verify NAME` checks the content itself.
+    """
     locations = list_datasets(data_dir)
     if json_:
         print_json([_as_dict(loc) for loc in locations])
@@ -47,7 +51,7 @@ def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> N
     rows = [
         [
             loc.name,
-            _STATUS[loc.status],
+            _status(loc),
             _samples(loc),
             str(loc.folder) if loc.folder else ("package" if loc.status == "bundled" else "-"),
         ]
@@ -55,6 +59,10 @@ def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> N
     ]
     print_table(["name", "status", "samples (pool + test)", "location"], rows)
     for loc in locations:
+        for file, problem in loc.problems.items():
+            typer.echo(f"{loc.name}: {file}: {problem}; delete it and run 'hpo data fetch {loc.name}'")
+        if loc.problems:
+            continue
         if loc.status == "test-only":
             typer.echo(
                 f"{loc.name}: no training files; the pool and the test split are two fixed, disjoint "
@@ -62,6 +70,10 @@ def list_command(data_dir: DataDirOption = None, json_: JsonOption = False) -> N
             )
         elif loc.status == "missing":
             typer.echo(f"{loc.name}: not found; 'hpo data fetch {loc.name}' downloads it into {cache_root()}.")
+
+
+def _status(loc) -> str:
+    return "damaged" if loc.problems else _STATUS[loc.status]
 
 
 def _samples(loc) -> str:
@@ -74,7 +86,8 @@ def _as_dict(loc) -> dict:
     return {
         "name": loc.name,
         "title": REGISTRY[loc.name].title,
-        "status": loc.status,
+        "status": "damaged" if loc.problems else loc.status,
+        "problems": dict(loc.problems),
         "location": str(loc.folder) if loc.folder else None,
         "pool_size": loc.pool_size,
         "test_size": loc.test_size,
