@@ -372,3 +372,115 @@ def test_the_dashboard_and_the_figure_show_the_same_importances(tmp_path):
     drawn = {label.get_text(): bar.get_width() for label, bar in zip(ax.get_yticklabels(), ax.patches)}
     assert set(drawn) == set(dashboard)
     assert drawn == pytest.approx(dashboard, abs=1e-9)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_study_pages_name_the_metric_and_show_the_note_in_chromium(tmp_path):
+    chromium()
+    url, _, _ = hpo_studies(tmp_path)  # ids: 1 dash, 2 dash-narrow, 3 dash:confirm
+    with serving(url) as base:
+        pages = {path: browse(f"{base}/dashboard/studies/{path}", tmp_path / f"p{i}", "--dump-dom")
+                 for i, path in enumerate(("1", "2/note", "3/note"))}
+    for page in pages.values():
+        assert page.returncode == 0, page.stderr[-2000:]
+    study = visible_text(pages["1"].stdout).splitlines()
+    assert "validation accuracy" in study  # the history plot's axis, not "Objective 0"
+    assert not any(line.startswith("Objective") for line in study)
+    child = visible_text(pages["2/note"].stdout)
+    (ARTIFACTS / "dashboard-note.txt").write_text(child)
+    assert "hpo study\ndash-narrow\n" in child  # the note's heading, its name in code type
+    assert "Lineage\nNarrowed from\ndash\n" in child and "Narrowed ranges" in child
+    assert "[\nsearch.lr\n]" in child  # the spec as TOML, highlighted token by token
+    assert "Notes below this line are yours: hpo keeps them when it updates the part above." in child
+    runs = visible_text(pages["3/note"].stdout)
+    assert "Bookkeeping study, not a search:\nthe confirmation runs of\ndash\n" in runs
+
+
+class Browser:
+    """Headless Chromium driven through its DevTools pipe (it reads fd 3, writes fd 4, messages
+    end in NUL): open a page, wait for it, evaluate JavaScript in it."""
+
+    def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
+        to_chromium, self._to_w = os.pipe()
+        self._from_r, from_chromium = os.pipe()
+
+        def on_fds_3_and_4() -> None:
+            a, b = os.dup(to_chromium), os.dup(from_chromium)  # a pipe may itself sit on fd 3 or 4
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.process = subprocess.Popen(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+             f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"],
+            preexec_fn=on_fds_3_and_4, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chromium)
+        os.close(from_chromium)
+        self._pending = b""
+        self._id = 0
+
+    def send(self, method: str, session: str | None = None, **params) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(self._to_w, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._read()
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def _read(self) -> dict:
+        while b"\0" not in self._pending:
+            chunk = os.read(self._from_r, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed its DevTools pipe")
+            self._pending += chunk
+        message, self._pending = self._pending.split(b"\0", 1)
+        return json.loads(message)
+
+    def open(self, url: str) -> str:
+        target = self.send("Target.createTarget", url=url)["targetId"]
+        return self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def evaluate(self, session: str, expression: str):
+        return self.send("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, session: str, expression: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.evaluate(session, expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        pytest.fail(f"the page never satisfied {expression} within {timeout} s")
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            self.send("Browser.close")
+        self.process.wait(timeout=30)
+        os.close(self._to_w)
+        os.close(self._from_r)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_long_curves_attribute_does_not_widen_the_page_in_chromium(tmp_path):
+    """A trial's `curves` (thousands of characters) wraps inside its box; the page never scrolls sideways."""
+    chromium()
+    url, _, _ = hpo_studies(tmp_path)
+    with serving(url) as base:
+        browser = Browser(tmp_path / "profile")
+        try:
+            widths = {}
+            for path in ("1/trials", "2/trials", "1"):
+                session = browser.open(f"{base}/dashboard/studies/{path}")
+                browser.wait_for(session, "document.body.innerText.includes('User Attributes')")
+                if path.endswith("trials"):
+                    assert browser.evaluate(session, "document.body.innerText.includes('curves {\"train_loss\": [0.5,')")
+                widths[path] = browser.evaluate(session, "[document.documentElement.scrollWidth, window.innerWidth]")
+        finally:
+            browser.close()
+    for path, (page, window) in widths.items():
+        assert page <= window, f"/dashboard/studies/{path} is {page} px wide in a {window} px window"

@@ -10,6 +10,7 @@ import ipaddress
 import signal
 import socket
 import socketserver
+from collections.abc import Callable, Iterable
 from typing import Annotated
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -47,7 +48,7 @@ def dashboard(
     opened = open_storage(url, Heartbeat(interval=None))
     # Studies created before hpo named the metric and wrote notes get them now.
     refresh_all(opened)
-    app = optuna_dashboard.wsgi(opened)
+    app = _restyled(optuna_dashboard.wsgi(opened))
     server = _bind(host, port, app)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"Dashboard of {mask_url(url)} on http://{shown}:{port}/dashboard/ (Ctrl-C to stop)")
@@ -63,6 +64,40 @@ def dashboard(
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
     typer.echo("Dashboard stopped.")
+
+
+# optuna-dashboard shows each user attribute on one line that never wraps, and a trial's `curves`
+# (every epoch's metrics) is thousands of characters long: the whole trial page then scrolls
+# sideways, its values off screen. This lets such lines wrap inside their box, which scrolls
+# when tall. (tests/test_dashboard.py measures the rendered page's width in Chromium.)
+_STYLE = b"<style>p.MuiTypography-body1 { white-space: normal; overflow-wrap: anywhere; }</style>"
+
+
+def _restyled(app: Callable) -> Callable:
+    """The dashboard's WSGI app with `_STYLE` added to its HTML page; everything else passes through."""
+
+    def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith(("/api/", "/static/")):
+            # A page cached from a plain optuna-dashboard would come back as "not modified",
+            # without the style: pages are always sent whole (they are 4 KB).
+            environ = {k: v for k, v in environ.items() if k not in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")}
+        started: list = []
+        body = app(environ, lambda status, headers, exc_info=None: started.extend((status, headers, exc_info)))
+        status, headers, exc_info = started
+        html = any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers)
+        if not html:
+            start_response(status, headers, exc_info)
+            return body
+        try:
+            page = b"".join(body)
+        finally:
+            getattr(body, "close", lambda: None)()
+        page = page.replace(b"</head>", _STYLE + b"</head>", 1)
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "etag", "last-modified")]
+        start_response(status, [*headers, ("Content-Length", str(len(page)))], exc_info)
+        return [page]
+
+    return serve
 
 
 class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
