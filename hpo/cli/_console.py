@@ -34,6 +34,7 @@ class RunConsole:
         self._received = time.monotonic()
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._shown: set[int] = set()  # the running trials the terminal shows
         self._waiting = False  # for plain lines: whether the wait for other workers is told already
         if self.console.is_terminal and not self.console.is_dumb_terminal:
             self._live = Live(_Line(self), console=self.console, refresh_per_second=4, transient=True,
@@ -48,14 +49,21 @@ class RunConsole:
                 self.console.print(f"{trial_line(progress.last)}  [{status(progress)}]",
                                    markup=False, soft_wrap=True)
             elif self.verbose:
-                self.console.print(trial_line(progress.last), markup=False, overflow="ellipsis",
-                                   no_wrap=True)
+                self.console.print(trial_line(progress.last), markup=False)  # wrapped, kept whole
         elif self._live is None and not progress.running and progress.elsewhere:
             if not self._waiting:
                 self.console.print(f"waiting: {status(progress)}", markup=False, soft_wrap=True)
         self._waiting = progress.last is None and not progress.running and bool(progress.elsewhere)
-        if self._live is not None:
+        # Epochs may come by the hundred a second: the display thread redraws four times a
+        # second anyway, so only a trial's start or end is drawn at once.
+        if self._live is not None and (progress.last is not None or not self._drawn(progress)):
             self._live.refresh()
+
+    def _drawn(self, progress: Progress) -> bool:
+        """Whether a trial of `progress.running` was drawn already (its later epochs can wait)."""
+        new = set(progress.running) - self._shown
+        self._shown = set(progress.running)
+        return not new
 
     def close(self) -> None:
         """Take the progress line away (idempotent), so what follows starts on a line of its own."""

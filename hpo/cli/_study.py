@@ -121,6 +121,7 @@ def run(
 
     Ctrl-C or SIGTERM records the running trials as failed and exits (130, 143); run again to go on.
     """
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     url = resolve_storage(storage)
     if name.endswith(".toml") and Path(name).is_file():
         handle = _from_file(Path(name), url, study_name, storage, heartbeat_interval, grace_period)
@@ -131,7 +132,6 @@ def run(
         handle = _study.open_study(name, url)
         if heartbeat_interval or grace_period:
             raise StudyError(_heartbeat_refusal(handle, storage))
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if events:
         display = _print_event
     elif quiet or json_:
