@@ -1,5 +1,29 @@
-"""hpo: hyperparameter optimization of the NumPy trainer with Optuna."""
+"""hpo: hyperparameter optimization of the NumPy trainer with Optuna.
 
+The Python API has one function per `hpo study` command, named like it (docs/api.md):
+`create`, `open_study`, `run`, `narrow`, `confirm`, `evaluate`, `best`, `show`, `trials`,
+`list_studies`, `delete`, `export`, `copy`; `best_trial` and `ranked` read trials directly.
+"""
+
+from hpo._api import (
+    Narrowed,
+    best,
+    best_trial,
+    confirm,
+    copy,
+    create,
+    delete,
+    evaluate,
+    export,
+    list_studies,
+    narrow,
+    open_study,
+    ranked,
+    run,
+    show,
+    trials,
+)
+from hpo._confirm import Confirmation
 from hpo._errors import HpoError, Interrupted, SpecError, StorageError, StudyError
 from hpo._spec import StudySpec, load_spec, parse_spec
 from hpo._storage import (
@@ -11,23 +35,18 @@ from hpo._storage import (
     resolve_storage,
     resolve_url,
 )
-from hpo._study import (
-    StudyHandle,
-    best_trial,
-    create,
-    delete,
-    list_studies,
-    open_study,
-    ranked,
-    run,
-)
+from hpo._study import Progress, RunResult, StudyHandle
 from hpo._version import __version__
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "Confirmation",
     "Heartbeat",
     "HpoError",
     "Interrupted",
+    "Narrowed",
+    "Progress",
+    "RunResult",
     "SpecError",
     "StorageError",
     "StorageURL",
@@ -35,12 +54,18 @@ __all__ = [
     "StudyHandle",
     "StudySpec",
     "__version__",
+    "best",
     "best_trial",
+    "confirm",
+    "copy",
     "create",
     "delete",
+    "evaluate",
+    "export",
     "list_studies",
     "load_spec",
     "mask_url",
+    "narrow",
     "open_storage",
     "open_study",
     "parse_spec",
@@ -48,4 +73,6 @@ __all__ = [
     "resolve_storage",
     "resolve_url",
     "run",
+    "show",
+    "trials",
 ]
