@@ -11,6 +11,7 @@ import pytest
 
 from hpo import _study
 from hpo._confirm import SUFFIX, confirm, confirmed_choice
+from hpo._notes import CONFIRMATION, ROLE_ATTR, note
 from hpo._spec import load_spec
 from helpers import DATA_DIR, hpo, hpo_popen, write_spec
 
@@ -54,6 +55,18 @@ def test_confirm_gives_s_runs_per_configuration_with_distinct_seeds(searched):
     again = confirm(searched, top=3, seeds=4, data_dir=str(DATA_DIR))
     assert [(r.trial, r.values) for r in again] == [(r.trial, r.values) for r in results]
     assert len(_runs(searched)) == 12
+
+
+def test_the_confirmed_choice_is_in_the_note_and_the_runs_are_labelled_bookkeeping(searched):
+    results = confirm(searched, top=2, seeds=2, data_dir=str(DATA_DIR))
+    winner = results[0]
+    assert (f"### Confirmed choice\n\nTrial {winner.trial}: mean validation accuracy {winner.mean:.4g} "
+            f"± {winner.sd:.4g} over 2 seeds") in note(searched.study)
+    runs = _study.open_study(searched.name + SUFFIX, searched.url)
+    assert runs.study.user_attrs[ROLE_ATTR] == CONFIRMATION
+    assert searched.study.user_attrs[ROLE_ATTR] == "search"
+    assert note(runs.study).startswith(f"**Bookkeeping study, not a search:** the confirmation runs of `{searched.name}`")
+    assert runs.study.metric_names == ["validation accuracy"]
 
 
 def test_best_and_cli_say_which_choice_they_use(searched):

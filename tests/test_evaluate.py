@@ -13,6 +13,7 @@ import trainer._load
 from hpo import _study
 from hpo._confirm import confirm
 from hpo._errors import StudyError
+from hpo._notes import note
 from hpo._evaluate import TEST_RESULT_ATTR, choose, evaluate
 from hpo._child import create_child, narrow_study
 from hpo._spec import load_spec
@@ -71,6 +72,9 @@ def test_evaluate_retrains_the_best_trial_on_train_plus_validation_and_looks_at_
     assert all(0 <= a <= 1 for a in accuracies) and result["std"] >= 0
     assert result["forced"] is False and re.match(r"\d{4}-\d\d-\d\dT", result["date"])
     assert study.study.user_attrs[TEST_RESULT_ATTR] == result
+    # The dashboard's note of the study now holds the result.
+    assert (f"### Test result\n\nTest accuracy {result['mean']:.4g} ± {result['std']:.4g} over 2 seeds, "
+            f"trial {best.number} (best trial; validation {best.value:.4g})") in note(study.study)
 
 
 def test_a_second_evaluation_is_refused_unless_forced_and_forcing_is_recorded(study, test_loads):
