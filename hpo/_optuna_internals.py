@@ -131,7 +131,8 @@ def grpc_proxy_server(storage: Any, thread_pool: Any) -> Any:
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
-    server = grpc.server(thread_pool)
+    # Without SO_REUSEPORT a second proxy on a port in use fails to bind instead of sharing it.
+    server = grpc.server(thread_pool, options=[("grpc.so_reuseport", 0)])
     api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
     return server
 

@@ -15,8 +15,10 @@ A gRPC channel does not survive `fork`: a forked child gets fresh channels for e
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import threading
 import time
 import weakref
@@ -113,15 +115,12 @@ def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: i
         on_ready: called with the port once the proxy listens.
         grace: seconds that requests under way get to finish when the proxy stops.
     """
+    _check_free(host, port)
     server = internals.grpc_proxy_server(ClaimingStorage(storage), ThreadPoolExecutor(max_workers=threads))
-    try:
-        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    except RuntimeError as exc:
-        raise ProxyError(f"cannot serve on {host}:{port}: {exc}; another program may use that port "
-                         "(pick another with --port), or check --host") from None
+    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:
-        raise ProxyError(f"cannot serve on {host}:{port}: the address cannot be bound; another program "
-                         "may use that port (pick another with --port), or check --host")
+        raise ProxyError(f"cannot serve on {host}:{port}: the address cannot be bound; check --host "
+                         "(an address of this machine, e.g. 127.0.0.1) and --port")
     server.start()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -133,6 +132,23 @@ def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: i
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.stop(grace).wait()
+
+
+def _check_free(host: str, port: int) -> None:
+    """ProxyError with one line when host:port cannot be bound (gRPC would only log it)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ProxyError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; check --host "
+                         "(an address or name of this machine, e.g. 127.0.0.1)") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = ("another program uses that port; pick another with --port" if exc.errno == errno.EADDRINUSE
+                    else "check --host (an address of this machine, e.g. 127.0.0.1)")
+            raise ProxyError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; {hint}") from None
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
