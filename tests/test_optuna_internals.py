@@ -126,6 +126,29 @@ def _value_codecs(study: optuna.Study) -> str | None:
     return None
 
 
+def _stale_trials(study: optuna.Study) -> str | None:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    if _params(BaseHeartbeat._get_stale_trial_ids) != ["self", "study_id"]:
+        return f"BaseHeartbeat._get_stale_trial_ids now takes {_params(BaseHeartbeat._get_stale_trial_ids)}"
+    if _params(is_heartbeat_enabled) != ["storage"]:
+        return f"is_heartbeat_enabled now takes {_params(is_heartbeat_enabled)}"
+    if is_heartbeat_enabled(study._storage) or internals.stale_trial_ids(study) != []:
+        return "a storage without heartbeats now counts as sending them"
+    return None
+
+
+def _grpc_servicer(study: optuna.Study) -> str | None:
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    if not hasattr(api_pb2_grpc, "add_StorageServiceServicer_to_server"):
+        return "api_pb2_grpc.add_StorageServiceServicer_to_server is gone"
+    if _params(OptunaStorageProxyService.__init__) != ["self", "storage"]:
+        return f"OptunaStorageProxyService now takes {_params(OptunaStorageProxyService.__init__)}"
+    return None
+
+
 PRIVATE = {
     "optuna.storages._heartbeat.get_heartbeat_thread": _heartbeat_thread,
     "optuna.Study._pop_waiting_trial_id": _pop_waiting,
@@ -136,6 +159,8 @@ PRIVATE = {
     "optuna.storages._cached_storage._CachedStorage._backend": _cached_storage_backend,
     "optuna.storages._rdb.models (tables and columns)": _models,
     "optuna.storages._rdb.models value conversions": _value_codecs,
+    "optuna.storages._heartbeat.BaseHeartbeat._get_stale_trial_ids, is_heartbeat_enabled": _stale_trials,
+    "optuna.storages._grpc (servicer and its registration)": _grpc_servicer,
 }
 
 
@@ -184,3 +209,40 @@ def test_no_other_module_touches_optunas_private_api():
             if PRIVATE_USE.search(line):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, "private Optuna API outside hpo/_optuna_internals.py:\n" + "\n".join(offenders)
+
+
+def test_a_storage_given_heartbeats_has_its_stale_trials_failed_by_optuna():
+    """`with_heartbeats` makes a storage class Optuna treats as sending heartbeats (the proxy's client)."""
+    stale: list[int] = []
+    cls = internals.with_heartbeats(optuna.storages.InMemoryStorage, "Beating", {
+        "record_heartbeat": lambda self, trial_id: None,
+        "stale_trial_ids": lambda self, study_id: list(stale),
+        "get_heartbeat_interval": lambda self: 1,
+        "get_heartbeat_stale_trial_callback": lambda self: None})
+    study = optuna.create_study(storage=cls())
+    trial = study.ask()
+    stale.append(internals.trial_id(trial))
+    assert internals.stale_trial_ids(study) == stale
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_the_proxy_server_serves_a_storage_to_optunas_client():
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = internals.grpc_proxy_server(optuna.storages.InMemoryStorage(), ThreadPoolExecutor(2))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    server.start()
+    try:
+        client = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+        client.wait_server_ready(timeout=30)
+        study = optuna.create_study(study_name="served", storage=client)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(study.trials) == 2
+        client.close()
+    finally:
+        server.stop(0).wait()
