@@ -80,8 +80,9 @@ def make_study(url: str, name: str = "dash") -> None:
 
 
 @contextlib.contextmanager
-def serving(url: str) -> Iterator[str]:
-    """Start the dashboard on a free port; yield its base URL; stop it with SIGTERM and check it stopped."""
+def serving(url: str, stderr: str = "") -> Iterator[str]:
+    """Start the dashboard on a free port; yield its base URL; stop it with SIGTERM and check it
+    stopped, having written `stderr` on its standard error."""
     port = free_port()
     process = subprocess.Popen(run_hpo("dashboard", "--storage", url, "--port", str(port)), env=env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -96,7 +97,7 @@ def serving(url: str) -> Iterator[str]:
     assert out.splitlines()[0].startswith("Dashboard of ")
     assert f"on http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)" in out.splitlines()[0]
     assert out.splitlines()[-1] == "Dashboard stopped."
-    assert err == ""
+    assert err == stderr
 
 
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -342,6 +343,23 @@ def test_the_dashboard_names_the_metric_and_writes_the_note_of_an_older_study(tm
     assert detail["objective_names"] == ["validation accuracy"]
     assert detail["note"]["body"].startswith("## hpo study `dash`\n")
     assert attrs(detail["user_attrs"])["hpo_role"] == "search"
+
+
+def test_a_read_only_storage_is_served_as_it_is_with_one_line_saying_so(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'old.db'}"
+    make_study(url)
+    (folder / "old.db").chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with serving(url, stderr=f"Note: {url} cannot be written, so studies made before hpo wrote notes are "
+                                 "shown without their metric name and note.\n") as base:
+            detail = get_json(f"{base}/api/studies/1")
+    finally:
+        folder.chmod(0o755)
+    assert [t["state"] for t in detail["trials"]] == ["Complete", "Pruned", "Complete"]
+    assert detail["note"]["body"] == ""
 
 
 def test_the_dashboard_without_its_extra_says_how_to_install_it(tmp_path):

@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, StorageError
 from hpo._notes import refresh_all
 from hpo._storage import Heartbeat, mask_url, open_storage, resolve_url
 from hpo.cli._common import StorageOption
@@ -47,7 +47,11 @@ def dashboard(
     # No heartbeats: the dashboard never runs trials.
     opened = open_storage(url, Heartbeat(interval=None))
     # Studies created before hpo named the metric and wrote notes get them now.
-    refresh_all(opened)
+    try:
+        refresh_all(opened)
+    except StorageError:  # a read-only file: the dashboard still shows what it holds
+        typer.echo(f"Note: {mask_url(url)} cannot be written, so studies made before hpo wrote notes are "
+                   "shown without their metric name and note.", err=True)
     app = _restyled(optuna_dashboard.wsgi(opened))
     server = _bind(host, port, app)
     shown = f"[{host}]" if ":" in host else host
