@@ -48,7 +48,8 @@ def serve(
         help="Address to listen on. The proxy has no login and lets anyone who reaches it change "
         "studies, so the default is this machine only; use 0.0.0.0 for workers on other machines "
         "of a trusted network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = _proxy.DEFAULT_PORT,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0: a free one, "
+                                      "printed on the first line.")] = _proxy.DEFAULT_PORT,
     threads: Annotated[int, typer.Option(
         min=1, max=256, help="Requests served at once, and so the most database connections the "
         "proxy opens, however many workers use it.")] = _proxy.DEFAULT_THREADS,

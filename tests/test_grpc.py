@@ -1,0 +1,94 @@
+"""Workers through `hpo storage serve`: real proxy processes on free ports in front of SQLite and
+PostgreSQL, real `hpo study run` workers, one of them SIGKILLed mid-trial, and the dashboard opened
+on the database behind the proxy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from helpers import hpo, hpo_popen, postgres_or_fail, unique, write_spec
+from test_claims import proxy, trials_of
+from test_dashboard import get_json, serving
+
+pytestmark = [pytest.mark.slow]
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'behind.db'}" if request.param == "sqlite" else postgres_or_fail()
+
+
+def _worker(tmp_path, tag, *args, **env):
+    home = tmp_path / f"home-{tag}"
+    home.mkdir(exist_ok=True)
+    return hpo_popen(*args, cwd=home, HOME=str(home), **env)
+
+
+def test_three_workers_through_the_proxy_reach_the_target_and_recover_a_killed_one(database, tmp_path):
+    name = unique("proxied")
+    spec = write_spec(tmp_path, "p", trials=6, epochs=300, samples=1200, random_trials=3)
+    with proxy(database) as url:
+        created = hpo("study", "create", str(spec), "--name", name, "--storage", url,
+                      "--heartbeat-interval", "1", "--grace-period", "3")
+        assert created.returncode == 0, created.stderr
+        try:
+            run = ("study", "run", name, "--trials", "6", "--quiet")
+            workers = {tag: _worker(tmp_path, tag, *run, HPO_STORAGE=url) for tag in ("victim", "a", "b")}
+            deadline = time.monotonic() + 180
+            while True:  # kill the victim while it runs a trial, after its first heartbeats
+                running = [t for t in trials_of(url, name) if t.state.name == "RUNNING"]
+                if len(running) == 3:
+                    time.sleep(1.5)
+                    break
+                assert time.monotonic() < deadline, "the workers did not all start a trial"
+                for process in workers.values():
+                    assert process.poll() is None, process.communicate()[1]
+                time.sleep(0.2)
+            os.kill(workers["victim"].pid, signal.SIGKILL)
+            workers["victim"].communicate(timeout=30)
+            for tag in ("a", "b"):
+                out, err = workers[tag].communicate(timeout=600)
+                assert workers[tag].returncode == 0, err
+
+            trials = {t.number: t for t in trials_of(url, name)}
+            dead = [t for t in trials.values() if t.state.name == "FAIL"]
+            assert len(dead) == 1 and "fail_reason" not in dead[0].user_attrs  # failed for its heartbeats
+            retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == dead[0].number]
+            assert len(retries) == 1 and retries[0].params == dead[0].params
+            assert retries[0].state.name in FINISHED
+            assert sum(t.state.name in FINISHED for t in trials.values()) == 6  # exactly the target
+            assert len(trials) == 7  # the six and the killed one: nothing started beyond the target
+            assert not [t for t in trials.values() if t.state.name in ("RUNNING", "WAITING")]
+
+            # The database behind the proxy holds the same study, as the dashboard shows it.
+            with serving(database) as base:
+                studies = {s["study_name"]: s for s in get_json(f"{base}/api/studies")["study_summaries"]}
+                detail = get_json(f"{base}/api/studies/{studies[name]['study_id']}")
+            states = sorted(t["state"] for t in detail["trials"])
+            assert len(states) == 7 and states.count("Fail") == 1
+            assert {t["number"] for t in detail["trials"]} == set(trials)
+        finally:
+            hpo("study", "delete", name, "--yes", "--storage", url)
+
+
+def test_the_proxy_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path):
+    database = f"sqlite:///{tmp_path / 'stop.db'}"
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        port_process = hpo_popen("storage", "serve", "--storage", database, "--port", "0")
+        first = port_process.stdout.readline()
+        assert first.startswith(f"Serving {database} on grpc://127.0.0.1:"), first + port_process.stderr.read()
+        url = first.split(" on ")[1].split(" ")[0]
+        listed = hpo("study", "list", "--storage", url)
+        assert listed.returncode == 0, listed.stderr
+        port_process.send_signal(stop)
+        out, err = port_process.communicate(timeout=60)
+        assert port_process.returncode == 0 and err == ""
+        assert out.splitlines()[-1] == "Proxy stopped."
+
