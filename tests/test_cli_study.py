@@ -106,7 +106,7 @@ def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_pa
     assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
     assert hpo("study", "run", "intr", "--trials", "1", "--storage", storage).returncode == 0
 
-    process = hpo_popen("study", "run", "intr", "--storage", storage)
+    process = hpo_popen("study", "run", "intr", "--trials", "6", "--storage", storage)
     time.sleep(1.0)  # let the process import and start its trial
     _wait_for_running(db, "intr")
     time.sleep(0.3)
@@ -114,8 +114,10 @@ def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_pa
     out, err = process.communicate(timeout=60)
     # 130 either way in a shell: exit(130), or ended by the SIGINT re-raised at exit.
     assert process.returncode in (130, -signal.SIGINT), err
-    match = re.search(r"Error: interrupted: trial (\d+) was recorded as failed; "
-                      r"`hpo study run intr` continues the study", err)
+    # The message starts a line of its own, and its hint keeps the target and the storage.
+    match = re.search(r"^Error: interrupted: trial (\d+) was recorded as failed; "
+                      rf"hpo study run intr --trials 6 --storage {re.escape(storage)} continues the study$",
+                      err, re.M)
     assert match, err
     assert "Traceback" not in err
     failed = [t for t in _trials(db, "intr") if t.state.name == "FAIL"]
@@ -127,7 +129,7 @@ def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_pa
     trials = _trials(db, "intr")
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 3
-    keys = [_params_key(t) for t in trials]
+    keys = [_params_key(t) for t in trials if t.state.name != "WAITING"]  # trials that ran
     assert len(keys) == len(set(keys)), "a resumed run repeated a parameter set"
 
 
@@ -136,9 +138,10 @@ def test_sigkill_leaves_no_running_trial_after_the_grace_period(tmp_path):
     spec = write_spec(tmp_path, "killed", trials=2, epochs=300, samples=1200, random_trials=3)
     db = tmp_path / "s.db"
     storage = f"sqlite:///{db}"
-    assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
-    beat = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "2"}
-    process = hpo_popen("study", "run", "killed", "--storage", storage, **beat)
+    created = hpo("study", "create", str(spec), "--heartbeat-interval", "1", "--grace-period", "2",
+                  "--storage", storage)
+    assert created.returncode == 0, created.stderr
+    process = hpo_popen("study", "run", "killed", "--storage", storage)
     time.sleep(1.0)
     _wait_for_running(db, "killed")
     time.sleep(1.5)  # at least one heartbeat recorded
@@ -150,12 +153,12 @@ def test_sigkill_leaves_no_running_trial_after_the_grace_period(tmp_path):
     patient = hpo("study", "fail-stale", "killed", "--grace-period", "600", "--storage", storage)
     assert patient.returncode == 0 and patient.stdout.startswith("No stale trials")  # within its grace
     time.sleep(2.5)
-    stale = hpo("study", "fail-stale", "killed", "--storage", storage, **beat)
+    stale = hpo("study", "fail-stale", "killed", "--storage", storage)  # the study's grace period
     assert stale.returncode == 0, stale.stderr
     assert stale.stdout.startswith(f"Failed 1 stale trial(s) of 'killed': {victim[0].number}; "
                                    "1 queued again with the same parameters.")
 
-    resumed = hpo("study", "run", "killed", "--storage", storage, **beat)
+    resumed = hpo("study", "run", "killed", "--storage", storage)
     assert resumed.returncode == 0, resumed.stderr
     trials = {t.number: t for t in _trials(db, "killed")}
     assert not [t for t in trials.values() if t.state.name == "RUNNING"]
@@ -184,3 +187,66 @@ def test_same_commands_against_postgresql(tmp_path):
         assert 0 <= best["value"] <= 1
     finally:
         hpo("study", "delete", name, "--yes", "--storage", url)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--grace-period", "5", "--heartbeat-interval", "20"),
+     "Error: grace period 5 s is under twice the heartbeat interval 20 s, so a live trial could be "
+     "failed as dead; give --grace-period 40 or more, or a shorter --heartbeat-interval"),
+    (("--heartbeat-interval", "20"),  # the default grace period, 30 s, is too short for it
+     "Error: grace period 30 s is under twice the heartbeat interval 20 s, so a live trial could be "
+     "failed as dead; give --grace-period 40 or more, or a shorter --heartbeat-interval"),
+])
+def test_a_grace_period_under_two_heartbeats_is_refused(tmp_path, flags, message):
+    spec = write_spec(tmp_path, "beat")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    refused = hpo("study", "create", str(spec), *flags, "--storage", storage)
+    assert (refused.returncode, refused.stderr.splitlines()) == (1, [message])
+    from_file = hpo("study", "run", str(spec), *flags, "--storage", storage)
+    assert (from_file.returncode, from_file.stderr.splitlines()) == (1, [message])
+    assert not (tmp_path / "s.db").exists() or "beat" not in optuna.get_all_study_names(storage)
+
+
+def test_heartbeat_settings_are_stored_and_run_refuses_to_change_them(tmp_path):
+    spec = write_spec(tmp_path, "beat")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    created = hpo("study", "create", str(spec), "--heartbeat-interval", "4", "--grace-period", "9",
+                  "--storage", storage, HPO_HEARTBEAT_INTERVAL="50", HPO_GRACE_PERIOD="100")
+    assert created.returncode == 0, created.stderr
+    study = optuna.load_study(study_name="beat", storage=storage)
+    assert study.user_attrs["heartbeat"] == {"interval": 4, "grace_period": 9}
+    refused = hpo("study", "run", "beat", "--grace-period", "60", "--storage", storage)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "Error: the heartbeat settings are the study's (interval 4 s, grace period 9 s, chosen when 'beat' "
+        "was created), so that every worker uses the same; drop --heartbeat-interval and --grace-period, "
+        "or create a new study with other settings: `hpo study create SPEC --name NEW_NAME "
+        f"--heartbeat-interval S --grace-period S --storage {storage}`"]
+
+
+def test_the_environment_sets_a_new_study_s_heartbeat(tmp_path):
+    spec = write_spec(tmp_path, "env")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    created = hpo("study", "create", str(spec), "--storage", storage,
+                  HPO_HEARTBEAT_INTERVAL="5", HPO_GRACE_PERIOD="12")
+    assert created.returncode == 0, created.stderr
+    study = optuna.load_study(study_name="env", storage=storage)
+    assert study.user_attrs["heartbeat"] == {"interval": 5, "grace_period": 12}
+
+
+def test_a_study_without_stored_settings_runs_with_the_defaults(tmp_path):
+    """Studies made before the settings were stored use 10 s and 30 s."""
+    from hpo import _optuna_internals as internals
+    from hpo import _study
+    from hpo._spec import load_spec
+    from hpo._storage import Heartbeat
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    _study.create(load_spec(write_spec(tmp_path, "old")), storage, heartbeat=Heartbeat(interval=None))
+    assert "heartbeat" not in optuna.load_study(study_name="old", storage=storage).user_attrs
+    opened = _study.open_study("old", storage)
+    assert _study.study_heartbeat(opened.study) == Heartbeat(10, 30)
+    assert internals.rdb_storage(internals.study_storage(opened.study)).get_heartbeat_interval() == 10
+    stored = _study.create(load_spec(write_spec(tmp_path, "new")), storage, heartbeat=Heartbeat(3, 7))
+    opened = _study.open_study(stored.name, storage)
+    assert internals.rdb_storage(internals.study_storage(opened.study)).get_heartbeat_interval() == 3

@@ -63,8 +63,10 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(
     url = postgres_or_fail()
     name = unique("killed")
     spec = write_spec(tmp_path, "k", trials=4, epochs=300, samples=1200, random_trials=3)
-    assert hpo("study", "create", str(spec), "--name", name, "--storage", url).returncode == 0
-    beat = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "3", "HPO_STORAGE": url}
+    created = hpo("study", "create", str(spec), "--name", name, "--heartbeat-interval", "1",
+                  "--grace-period", "3", "--storage", url)
+    assert created.returncode == 0, created.stderr
+    beat = {"HPO_STORAGE": url}
     try:
         run = ("study", "run", name, "--trials", "4", "--quiet")
         victim = _worker(tmp_path, "victim", *run, **beat)
@@ -157,3 +159,49 @@ def test_four_local_workers_on_sqlite_while_the_dashboard_polls(tmp_path):
     assert polls >= 5 and not errors
     trials = _states(url, "busy")
     assert len(trials) == 200 and all(t.state.name in FINISHED for t in trials)
+
+
+def _heartbeats(db) -> dict[int, str]:
+    """Each running trial's last heartbeat, by trial id."""
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=5) as connection:
+        return dict(connection.execute(
+            "SELECT trial_heartbeats.trial_id, heartbeat FROM trial_heartbeats JOIN trials USING (trial_id) "
+            "WHERE trials.state = 'RUNNING'").fetchall())
+
+
+def test_workers_with_different_environments_use_the_study_s_heartbeat(tmp_path):
+    """The settings stored at create (1 s, 3 s) rule, whatever each machine's environment says."""
+    spec = write_spec(tmp_path, "beat", trials=2, epochs=3000, samples=1200, random_trials=3)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    created = hpo("study", "create", str(spec), "--heartbeat-interval", "1", "--grace-period", "3",
+                  "--storage", url)
+    assert created.returncode == 0, created.stderr
+    run = ("study", "run", "beat", "--quiet")
+    slow = _worker(tmp_path, "slow", *run, HPO_STORAGE=url, HPO_HEARTBEAT_INTERVAL="60", HPO_GRACE_PERIOD="600")
+    fast = _worker(tmp_path, "fast", *run, HPO_STORAGE=url, HPO_HEARTBEAT_INTERVAL="2", HPO_GRACE_PERIOD="4")
+    try:
+        deadline = time.monotonic() + 120
+        while len(_heartbeats(db)) < 2:
+            assert time.monotonic() < deadline, "two trials never ran at once"
+            assert slow.poll() is None and fast.poll() is None
+            time.sleep(0.2)
+        first = _heartbeats(db)
+        time.sleep(2.5)
+        later = _heartbeats(db)
+        # Both beat every second: the stored interval, not 60 s.
+        assert all(later[trial] > first[trial] for trial in first), (first, later)
+
+        os.kill(slow.pid, signal.SIGKILL)  # its trial stops beating
+        slow.communicate(timeout=30)
+        time.sleep(3.5)  # past the study's grace period, far inside the slow worker's 600 s
+        stale = hpo("study", "fail-stale", "beat", "--storage", url, HPO_GRACE_PERIOD="600")
+        assert stale.returncode == 0, stale.stderr
+        assert stale.stdout.startswith("Failed 1 stale trial(s) of 'beat'")
+    finally:
+        for process in (slow, fast):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
