@@ -37,7 +37,8 @@ def dashboard(
         "default is this machine only; use 0.0.0.0 to share it on a trusted network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
-    """Serve optuna-dashboard on the storage: studies, trials, params, curves and attributes."""
+    """Serve optuna-dashboard on the storage: studies, trials, curves, and hpo's note on each study
+    (spec, lineage, confirmed choice, test result). Needs pip install 'hpo-studies[dashboard]'."""
     url = resolve_url(storage)
     try:
         import optuna_dashboard  # an optional extra, and heavy: only this command needs it
