@@ -50,7 +50,7 @@ def open_study(name: str, storage: Storage = None) -> StudyHandle:
     return _study.open_study(name, resolve_storage(storage))
 
 
-def _handle(study: Study, storage: Storage, heartbeat: Heartbeat = Heartbeat(interval=None)) -> StudyHandle:
+def _handle(study: Study, storage: Storage, heartbeat: Heartbeat | None = Heartbeat(interval=None)) -> StudyHandle:
     if isinstance(study, StudyHandle):
         return study
     if isinstance(study, str):
@@ -75,12 +75,12 @@ def run(study: Study, trials: int | None = None, *, storage: Storage = None, tim
     Returns:
         A RunResult: ran, finished, target, best (a FrozenTrial), reached_target, counts.
     """
-    handle = _handle(study, storage, Heartbeat())
+    handle = _handle(study, storage, None)  # None: the study's own heartbeat settings
     folder = str(data_dir) if data_dir else None
     if workers > 1:
         from hpo._workers import run_workers  # processes only for those who ask for them
 
-        return run_workers(handle, workers, target=trials, timeout=timeout, heartbeat=Heartbeat(),
+        return run_workers(handle, workers, target=trials, timeout=timeout,
                            data_dir=folder, on_progress=on_progress)
     return _study.run(handle, target=trials, timeout=timeout, on_progress=on_progress, data_dir=folder)
 
@@ -139,7 +139,7 @@ def confirm(study: Study, *, top: int = 5, seeds: int = 5, workers: int = 1, dat
     params, original, values, mean, sd, gap, diverged); the first is remembered as the study's
     confirmed choice, which `best` and `evaluate` then use.
     """
-    handle = _handle(study, storage, Heartbeat())
+    handle = _handle(study, storage, None)  # None: the study's own heartbeat settings
     return _confirm.confirm(handle, top=top, seeds=seeds, workers=workers,
                             data_dir=str(data_dir) if data_dir else None)
 
