@@ -28,7 +28,7 @@ def storage(tmp_path):
     (["study", "run", "known", "--timeout", "-5"], 2, "Invalid value for '--timeout': Input should be greater than or equal to 0"),
     (["study", "run", "known", "--trials", "many"], 2, "Invalid value for '--trials': Input should be a valid integer, unable to parse string as an integer"),
     (["study", "run", "known", "--workers", "0"], 2, "Invalid value for '--workers': Input should be greater than or equal to 1"),
-    (["study", "run", "known", "--grace-period", "0"], 2, "Invalid value for '--grace-period' (env var: 'HPO_GRACE_PERIOD'): Input should be greater than or equal to 1"),
+    (["study", "run", "known", "--grace-period", "0"], 2, "Invalid value for '--grace-period': Input should be greater than or equal to 1"),
     (["study", "confirm", "known", "--seeds", "0"], 2, "Invalid value for '--seeds': Input should be greater than or equal to 1"),
     (["study", "fail-stale", "unknown"], 1, "Error: no study named 'unknown' in {url}; `hpo study list` shows the studies there"),
     (["study", "show", "known", "--top", "0"], 2, "Invalid value for '--top' / '-k': Input should be greater than or equal to 1"),

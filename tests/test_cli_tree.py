@@ -39,6 +39,7 @@ COMMANDS = [
 BOUNDS = {
     ("study run", "--trials", 1, None), ("study run", "--timeout", 0, None),
     ("study run", "--heartbeat-interval", 1, None), ("study run", "--grace-period", 1, None),
+    ("study create", "--heartbeat-interval", 1, None), ("study create", "--grace-period", 1, None),
     ("study run", "--workers", 1, None), ("study show", "--top", 1, None), ("study confirm", "--top", 1, None),
     ("study confirm", "--seeds", 1, None), ("study confirm", "--workers", 1, None),
     ("study fail-stale", "--grace-period", 1, None), ("study narrow", "--top", 2, None),
