@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -25,8 +26,11 @@ from helpers import cli_env, hpo, write_spec
 
 pytestmark = [pytest.mark.slow]
 
-def _in_terminal(columns: int, *args: str, cwd: Path) -> str:
-    """Run `hpo ARGS` with stdout and stderr on a pseudo-terminal `columns` wide; all it wrote."""
+def _in_terminal(columns: int, *args: str, cwd: Path, interrupt_at: str | None = None,
+                 code: int = 0) -> str:
+    """Run `hpo ARGS` with stdout and stderr on a pseudo-terminal `columns` wide; all it wrote.
+
+    With `interrupt_at`, Ctrl-C (SIGINT) is sent once the output matches that pattern."""
     main, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = cli_env(TERM="xterm-256color")
@@ -47,12 +51,18 @@ def _in_terminal(columns: int, *args: str, cwd: Path) -> str:
             if not chunk:
                 break
             output += chunk
+            if interrupt_at and re.search(interrupt_at, ESCAPE.sub("", output.decode(errors="replace"))):
+                process.send_signal(signal.SIGINT)
+                interrupt_at = None
         elif process.poll() is not None:
             break
     process.wait(timeout=30)
     os.close(main)
-    assert process.returncode == 0, output.decode(errors="replace")
+    assert process.returncode == code, output.decode(errors="replace")
     return output.decode()
+
+
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class Screen:
@@ -122,6 +132,21 @@ def test_verbose_in_a_terminal_keeps_one_line_per_trial(tmp_path):
     trials = [line for line in screen.text if line.startswith("trial ")]
     assert sorted(int(line.split()[1]) for line in trials) == [0, 1, 2, 3]
     assert screen.text[-1].startswith("look: 4/4 finished")
+
+
+def test_workers_show_this_machine_s_trials_and_ctrl_c_s_message_starts_its_own_line(tmp_path):
+    spec = write_spec(tmp_path, "pair", trials=4, epochs=3000, samples=1200)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert hpo("study", "create", str(spec), "--storage", storage).returncode == 0
+    output = _in_terminal(200, "study", "run", "pair", "--workers", "2", "--storage", storage, cwd=tmp_path,
+                          interrupt_at=r"#\d+ epoch [1-9]\d*/3000  #\d+ epoch [1-9]\d*/3000", code=130)
+    screen = Screen(output)
+    progress = [d for d in screen.drawings if re.match(r"\d+/4 ", d)]
+    assert progress and max(len(d) for d in progress) <= 200  # the error line may wrap; it stays whole
+    # Both running trials are this machine's: none is counted as running elsewhere.
+    assert not [d for d in screen.drawings if "other workers" in d]
+    assert screen.text == [screen.text[0]] and screen.text[0].startswith(
+        "Error: interrupted: the running trials of this machine's workers were recorded as failed; ")
 
 
 def test_through_a_pipe_one_plain_line_per_trial(tmp_path):
