@@ -235,6 +235,8 @@ class StudySpec:
     seed: int = key(Integer(low=0), "seed of the sampler and of every trial's training runs", 0)
     trials: int = key(Integer(low=1), "the default target of `hpo study run`", 100)
     description: str = key(Text(), "what the study is for, for people", "")
+    priority: int = key(Integer(), "`hpo worker` runs trials of higher-priority studies first; equal "
+                        "priorities share the workers (`hpo study priority` changes it later)", 0)
     data: DataSpec = field(default_factory=DataSpec)
     fixed: dict[str, Any] = field(default_factory=dict)  # trainer fields held constant
     search: tuple[SearchParam, ...] = ()

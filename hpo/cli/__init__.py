@@ -14,17 +14,19 @@ import typer
 
 from hpo._retry import RETRY_ENV, RETRY_SECONDS
 from hpo._version import __version__
-from hpo.cli import _analysis, _dashboard, _data, _experiment, _storage, _study, _transfer
+from hpo.cli import _analysis, _dashboard, _data, _experiment, _storage, _study, _transfer, _worker
 from hpo.cli._common import group
 
 app = group(name="hpo", help="Hyperparameter optimization of a NumPy trainer with Optuna.")
 app.command("dashboard")(_dashboard.dashboard)
+app.command("worker")(_worker.worker)
 
 # `hpo study` gathers three modules' groups; their commands sit side by side under it.
 study = group(help="Create, run, resume and inspect studies.")
 study.add_typer(_study.app)  # create, run, list, show, best, confirm, fail-stale, delete
 study.add_typer(_analysis.app)  # narrow, plot, evaluate, report
 study.add_typer(_transfer.app)  # copy, export, import
+study.add_typer(_worker.priority_app)  # priority
 
 app.add_typer(study, name="study")
 app.add_typer(_data.app, name="data")
