@@ -1,8 +1,8 @@
 """The Python API: one function per `hpo study` command, named like it, for notebooks and scripts.
 
 Every function that works on a study takes a `StudyHandle` (from `create` or `open_study`) or a
-study's name with `storage=`; `storage` is a URL, or None for $HPO_STORAGE, else `sqlite:///hpo.db`,
-as on the command line. What a command prints with `--json`, its function returns as a dict.
+study's name with `storage=`; `storage` is a URL, or None for $HPO_STORAGE, else
+`hpo.DEFAULT_STORAGE`, as on the command line. What a command prints with `--json`, its function returns as a dict.
 docs/api.md shows them at work; tests/test_api_doc.py runs that page.
 """
 
