@@ -70,6 +70,22 @@ class TempPostgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def add_password_user(self, user: str, password: str, database: str) -> None:
+        """A role that must give `password` (SCRAM) over TCP, owning a new `database`: the cluster's
+        own pg_hba.conf asks that role, and only it, for a password."""
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            quoted = "'" + password.replace("'", "''") + "'"  # DDL takes no bound parameters
+            connection.exec_driver_sql(f"CREATE ROLE {user} LOGIN PASSWORD {quoted}".replace("%", "%%"))
+            connection.exec_driver_sql(f"CREATE DATABASE {database} OWNER {user}")
+        engine.dispose()
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())  # the first matching line wins
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+
     def __exit__(self, *exc_info) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
