@@ -308,6 +308,9 @@ def confirm(
     try:
         results = run_confirm(handle, top=top, seeds=seeds, workers=workers,
                               data_dir=str(data_dir) if data_dir else None, on_progress=display)
+    except Interrupted as exc:
+        again = hint("study confirm", name, options=("--top", str(top), "--seeds", str(seeds)), storage=storage)
+        raise Interrupted(f"{exc}; {again} continues the confirmation", exc.signum) from None
     finally:
         if display:
             display.close()
