@@ -151,6 +151,9 @@ def test_the_dashboard_api_shows_our_trials_and_the_spec(storage):
     assert set(attrs(trials[1]["user_attrs"])) == {"phase", "curves", "reason"}
     assert json.loads(attrs(trials[0]["user_attrs"])["curves"]) == {"val_accuracy": [0.5, 0.6, 0.7]}
     assert attrs(detail["user_attrs"])["objective"] == "final-epoch validation accuracy (maximized)"
+    # Named and noted when the dashboard started, on every kind of storage.
+    assert detail["objective_names"] == ["validation accuracy"]
+    assert detail["note"]["body"].startswith(f"## hpo study `{name}`\n")
 
 
 def test_a_busy_port_is_one_line(tmp_path):
