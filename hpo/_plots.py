@@ -11,6 +11,7 @@ The kinds, their titles and which `plot_*` function draws each are declared in `
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import textwrap
 import warnings
@@ -23,6 +24,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+# Matplotlib warns on stderr when it cannot save its font cache (a full disk); the figure is drawn
+# all the same, and a command's failure stays its one line.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402

@@ -83,12 +83,27 @@ def write_study(url: str | StorageURL, record: StudyRecord) -> None:
     target's workers see it as stale, fail it and retry it once, as for a worker that died.
     """
     url = resolve_storage(url)
-    with _opened(url) as storage:
+    with _new_file_removed_on_failure(url.path), _opened(url) as storage:
         rdb = internals.rdb_storage(storage)
         if rdb is not None:
             _write_rdb(rdb.engine, record, url)
         else:
             _write_api(storage, record, url)
+
+
+@contextlib.contextmanager
+def _new_file_removed_on_failure(path: Path | None) -> Iterator[None]:
+    """A SQLite or journal file that the failed write created is removed (a full disk leaves an
+    empty database file otherwise); a file that was there before is left to the storage."""
+    created = path is not None and not path.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            for companion in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    Path(f"{path}{companion}").unlink()
+        raise
 
 
 def copy_study(name: str, from_url: str | StorageURL, to_url: str | StorageURL,

@@ -5,6 +5,7 @@ The only part of the trainer that touches the network.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -188,12 +189,21 @@ def _fetch(info: DatasetInfo, file_name: str, bases: list[str], folder: Path, pr
     errors = []
     for base in bases:
         url = base + file_name
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out:
-                problem = _stream(url, out, file_name, progress)
-                out.flush()
-                os.fsync(out.fileno())
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=".part")
+        except OSError as exc:
+            raise _unwritable(info, folder, exc) from None
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:  # unbuffered: closing has nothing left to fail on
+                try:
+                    problem = _stream(url, _Written(out), file_name, progress)
+                except _WriteFailed as failed:
+                    raise _unwritable(info, folder, failed.error) from None
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as exc:
+                    raise _unwritable(info, folder, exc) from None
             if problem is None:
                 problem = _accepted(info, file_name, Path(temp).read_bytes())
                 if problem:
@@ -210,6 +220,38 @@ def _fetch(info: DatasetInfo, file_name: str, bases: list[str], folder: Path, pr
         f"{info.name}: could not download {file_name}: {'; '.join(errors)}; nothing was kept in {folder}; "
         f"try again, or point --url or HPO_DATA_URL at another mirror"
     )
+
+
+class _WriteFailed(Exception):
+    """Writing the downloaded bytes failed: the destination's fault, not the mirror's."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _Written:
+    """The temporary file, with its write errors told apart from the network's."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        try:
+            while view:  # an unbuffered write may take part of the chunk
+                view = view[self.out.write(view):]
+        except OSError as exc:
+            raise _WriteFailed(exc) from None
+
+
+def _unwritable(info: DatasetInfo, folder: Path, exc: OSError) -> DataError:
+    """No other mirror can help: the destination cannot take the file."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why, fix = "no space left on the device", "free some space or choose another --dest"
+    else:
+        why, fix = exc.strerror or str(exc), "choose another --dest"
+    return DataError(f"{info.name}: cannot write into {folder}: {why}; nothing was kept; {fix}")
 
 
 def _stream(url: str, out, file_name: str, progress: Progress | None) -> str | None:

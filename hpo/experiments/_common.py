@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ import trainer
 from hpo._files import make_folder, replacing, write_file
 
 Progress = Callable[[str], None]
+
+# Matplotlib warns on stderr when it cannot save its font cache (a full disk); the figure is drawn
+# all the same, and a command's failure stays its one line.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 FIGURE_DPI = 80
 # One colour per optimizer / setting, the same in every figure (matplotlib's tab10).
