@@ -29,9 +29,10 @@ CLI = REPO / "hpo" / "cli"
 
 # `hpo --help` and `hpo study --help` list exactly these, in this order (single commands first).
 COMMANDS = [
-    "dashboard", "study create", "study run", "study list", "study show", "study best", "study confirm", "study fail-stale",
+    "dashboard", "worker", "study create", "study run", "study list", "study show", "study best", "study confirm", "study fail-stale",
     "study delete", "study narrow", "study plot", "study evaluate", "study report", "study copy", "study export",
-    "study import", "data list", "data fetch", "data verify", "storage check", "experiment optimizers",
+    "study import", "study priority", "data list", "data fetch", "data verify", "storage check", "storage serve",
+    "experiment optimizers",
     "experiment activations", "experiment init", "experiment batchnorm", "experiment overfit", "experiment all",
 ]
 
@@ -46,6 +47,7 @@ BOUNDS = {
     ("study narrow", "--quantile", 0, 1), ("study narrow", "--margin", 0, 1), ("study narrow", "--trials", 1, None),
     ("study plot", "--top", 2, None), ("study plot", "--dpi", 1, None), ("study evaluate", "--seeds", 1, None),
     ("study report", "--top", 2, None), ("dashboard", "--port", 1, 65535),
+    ("worker", "--poll", 0.1, None), ("storage serve", "--port", 0, 65535), ("storage serve", "--threads", 1, 256),
     *{(f"experiment {kind}", "--seed", 0, None) for kind in ("optimizers", "activations", "init", "batchnorm",
                                                               "overfit", "all")},
 }
@@ -81,7 +83,8 @@ def required_args(command) -> list[str]:
     args: list[str] = []
     for param in command.params:
         if param.required:
-            args += [param.opts[0], value] if param.param_type_name == "option" else [value]
+            given = "1" if param.type_descriptor.annotation is int else value  # a number (a priority) gets one
+            args += [param.opts[0], given] if param.param_type_name == "option" else [given]
     return args
 
 
@@ -112,7 +115,7 @@ def test_the_tree_holds_every_command_once_in_order():
 
 def test_help_lists_the_groups_and_the_study_commands():
     assert [line.split()[0] for line in _commands_section(invoke("--help").stdout)] == [
-        "dashboard", "study", "data", "storage", "experiment"]
+        "dashboard", "worker", "study", "data", "storage", "experiment"]
     study = [line.split()[0] for line in _commands_section(invoke("study", "--help").stdout)]
     assert study == [path.split()[1] for path in COMMANDS if path.startswith("study ")]
 
