@@ -158,7 +158,8 @@ def _range_line(name: str, r: dict[str, Any]) -> str:
         line = f"- `{name}`: {{{old}}} → {{{new}}}"
     else:
         scale = " (log)" if r.get("log") else ""
-        line = f"- `{name}`: [{_num(r['old'][0])}, {_num(r['old'][1])}] → [{_num(r['new'][0])}, {_num(r['new'][1])}]{scale}"
+        (a, b), (c, d) = r["old"], r["new"]
+        line = f"- `{name}`: [{_num(a)}, {_num(b)}] → [{_num(c)}, {_num(d)}]{scale}"
     notes = []
     if r.get("crowded"):
         notes.append("best trials crowd the " + " and ".join(

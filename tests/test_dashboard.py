@@ -287,7 +287,8 @@ def test_a_new_study_names_its_metric_and_holds_a_note_the_dashboard_reads(tmp_p
     assert "### Narrowed ranges" in lineage and "- `lr`: [0.001, 0.5] → [" in lineage
     runs = _study.open_study("dash:confirm", url, Heartbeat(interval=None))
     assert runs.study.user_attrs[ROLE_ATTR] == "confirmation"
-    assert note(runs.study).splitlines()[0].startswith("**Bookkeeping study, not a search:** the confirmation runs of `dash`")
+    first = note(runs.study).splitlines()[0]
+    assert first.startswith("**Bookkeeping study, not a search:** the confirmation runs of `dash`")
 
 
 def note_version(url: str, name: str) -> int:
@@ -499,7 +500,8 @@ def test_a_long_curves_attribute_does_not_widen_the_page_in_chromium(tmp_path):
                 session = browser.open(f"{base}/dashboard/studies/{path}")
                 browser.wait_for(session, "document.body.innerText.includes('User Attributes')")
                 if path.endswith("trials"):
-                    assert browser.evaluate(session, "document.body.innerText.includes('curves {\"train_loss\": [0.5,')")
+                    shown = "document.body.innerText.includes('curves {\"train_loss\": [0.5,')"
+                    assert browser.evaluate(session, shown)
                 widths[path] = browser.evaluate(session, "[document.documentElement.scrollWidth, window.innerWidth]")
         finally:
             browser.close()
