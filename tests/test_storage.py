@@ -493,7 +493,7 @@ def test_a_read_only_sqlite_file_serves_every_read_command(finished_db, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["create", "SPEC"], ["run", "done"], ["delete", "done", "--yes"],
+@pytest.mark.parametrize("args", [["create", "SPEC"], ["run", "done", "--trials", "3"], ["delete", "done", "--yes"],
                                   ["fail-stale", "done"]], ids=lambda a: a[0])
 def test_a_write_command_on_a_read_only_file_says_so_in_one_line(finished_db, tmp_path, args):
     spec = write_spec(tmp_path, "other", trials=1, epochs=1, samples=200)
