@@ -18,6 +18,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
+from hpo._retry import Retrier
 from helpers import REPO
 
 
@@ -149,6 +150,37 @@ def _grpc_servicer(study: optuna.Study) -> str | None:
     return None
 
 
+def _cached_storage_class(study: optuna.Study) -> str | None:
+    from optuna.storages._cached_storage import _CachedStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    rdb = study._storage._backend
+    cached = _CachedStorage(rdb)
+    if cached._backend is not rdb:
+        return "its constructor no longer takes the RDBStorage it caches"
+    if not isinstance(cached, BaseHeartbeat):
+        return "it no longer passes heartbeats on"
+    return None
+
+
+def _heartbeat_base(study: optuna.Study) -> str | None:
+    """Optuna decides whether heartbeats are on by this class: the retrying wrapper must pass."""
+    from optuna.storages._heartbeat import BaseHeartbeat, HeartbeatThread, get_heartbeat_thread
+
+    rdb = RDBStorage(study._storage._backend.url, heartbeat_interval=10)
+    wrapped = internals.retrying(rdb, Retrier("s", 5))
+    if not isinstance(rdb, BaseHeartbeat):
+        return "RDBStorage no longer derives from it"
+    if not isinstance(wrapped, BaseHeartbeat) or getattr(type(wrapped), "__abstractmethods__", None):
+        return "the retrying wrapper does not implement it whole"
+    if not isinstance(get_heartbeat_thread(0, wrapped), HeartbeatThread):
+        return "Optuna does not see heartbeats on through the retrying wrapper"
+    missing = [name for name in BaseHeartbeat.__abstractmethods__ if name not in vars(type(wrapped))]
+    if missing:
+        return f"the wrapper does not forward {missing}"
+    return None
+
+
 PRIVATE = {
     "optuna.storages._heartbeat.get_heartbeat_thread": _heartbeat_thread,
     "optuna.Study._pop_waiting_trial_id": _pop_waiting,
@@ -157,6 +189,8 @@ PRIVATE = {
     "optuna.Study._thread_local.cached_all_trials": _cached_trials,
     "optuna.Trial._trial_id and FrozenTrial._trial_id": _trial_id_attr,
     "optuna.storages._cached_storage._CachedStorage._backend": _cached_storage_backend,
+    "optuna.storages._cached_storage._CachedStorage (constructor)": _cached_storage_class,
+    "optuna.storages._heartbeat.BaseHeartbeat": _heartbeat_base,
     "optuna.storages._rdb.models (tables and columns)": _models,
     "optuna.storages._rdb.models value conversions": _value_codecs,
     "optuna.storages._heartbeat.BaseHeartbeat._get_stale_trial_ids, is_heartbeat_enabled": _stale_trials,
