@@ -16,6 +16,7 @@ import math
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -696,14 +697,21 @@ def render_all(study: optuna.Study, out: Path, kinds: tuple[str, ...] = KINDS, t
     OUT is the target: a folder, created when missing; anything else there is an OutputError.
     """
     check_folder(out)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     done = []
-    for kind in kinds:
-        try:
-            fig = render(study, kind, top=top)
-        except StudyError as exc:
-            if len(kinds) == 1:
-                raise
-            done.append(Rendered(kind, None, str(exc)))
-            continue
-        done.append(Rendered(kind, save(fig, out / f"{kind}.png", dpi)))
+    try:
+        for kind in kinds:
+            try:
+                fig = render(study, kind, top=top)
+            except StudyError as exc:
+                if len(kinds) == 1:
+                    raise
+                done.append(Rendered(kind, None, str(exc)))
+                continue
+            done.append(Rendered(kind, save(fig, out / f"{kind}.png", dpi)))
+    except BaseException:
+        for folder in made:  # a failure leaves no empty folder of ours behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return done

@@ -91,6 +91,10 @@ def settle(db: Path) -> None:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def folders(disk: Path) -> set[Path]:
+    return {p.relative_to(disk) for p in disk.rglob("*") if p.is_dir() and MATPLOTLIB not in p.relative_to(disk).parts}
+
+
 def files(disk: Path) -> dict[Path, int]:
     """Every file on the disk but the filler, the storage's companions and matplotlib's font cache
     (matplotlib's to write), with its size."""
@@ -160,6 +164,7 @@ def commands(root: Path, site: str) -> dict[str, list[str]]:
         "evaluate": ["study", "evaluate", "tiny", "--seeds", "1"],
         "fail-stale": ["study", "fail-stale", "tiny", "--grace-period", "1"],
         "data fetch": ["data", "fetch", "fashion-mnist", "--dest", str(root / "cache"), "--url", site],
+        "experiment": ["experiment", "activations", "--quick", "--quiet", "--out", "activations"],
     }
 
 
@@ -169,6 +174,7 @@ SAYS = {
     "plot": "Error: cannot write figures/tiny/history.png: no space left on the device; free some space or "
             "write elsewhere",
     "export json": "Error: cannot write tiny.json: no space left on the device",
+    "experiment": "Error: cannot write activations/activations.png: no space left on the device",
     "export csv": "Error: cannot write tiny.",
     "report": "Error: cannot write tiny-report.html: no space left on the device",
     "import": "Error: cannot write study 'imported' to sqlite:///hpo.db, nothing was written: database or disk is full",
@@ -183,7 +189,7 @@ def test_a_command_on_a_full_disk_is_one_line_and_leaves_everything_whole(disk, 
     and shared-memory files exist): reads work, every write fails."""
     work, db = disk / "work", disk / "work" / "hpo.db"
     counts = trial_counts(db)
-    before = files(disk)
+    before, made = files(disk), folders(disk)
     with contextlib.closing(sqlite3.connect(db)) as worker:
         worker.execute("SELECT COUNT(*) FROM trials").fetchone()
         fill(disk)
@@ -204,6 +210,7 @@ def test_a_command_on_a_full_disk_is_one_line_and_leaves_everything_whole(disk, 
     after = files(disk)
     assert after == before, f"{command} left {set(after.items()) - set(before.items())}"
     assert all(after.values()), f"empty files: {[str(path) for path, size in after.items() if not size]}"
+    assert folders(disk) - made <= {Path("cache")}, "a folder left behind"  # --dest's root is the user's
     settle(db)
 
 
