@@ -131,6 +131,24 @@ def test_a_full_disk_leaves_nothing_behind(tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
+def test_a_read_only_file_system_is_one_line_and_keeps_the_old_file(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        (mount / "old.json").write_text("old")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(OutputError) as caught:
+            write_file(mount / "old.json", "new")
+        assert str(caught.value) == f"cannot write {mount / 'old.json'}: the file system is read-only; write elsewhere"
+        assert (mount / "old.json").read_text() == "old"
+        assert [p.name for p in mount.iterdir()] == ["old.json"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 @pytest.mark.slow
 def test_what_the_commands_write_by_default_is_ignored_by_git(tmp_path):
     """Run in a git repository holding only the project's .gitignore and a spec, every file the
