@@ -217,7 +217,7 @@ def test_an_output_path_that_is_a_folder_is_one_line(tmp_path):
     folder.mkdir()
     result = invoke("study", "export", "known", "--out", str(folder), "--storage", url)
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {folder}: Is a directory\n"
+    assert result.stderr == f"Error: --out {folder} is a folder; name a new or regular file instead\n"
 
 
 def test_a_database_that_is_not_optuna_is_one_line(tmp_path):
