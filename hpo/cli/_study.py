@@ -6,6 +6,7 @@ The root (`hpo.cli`) mounts this group's commands, with those of `_analysis` and
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,7 +134,7 @@ def run(
         if heartbeat_interval or grace_period:
             raise StudyError(_heartbeat_refusal(handle, storage))
     if events:
-        display = _print_event
+        display = _EventPrinter()
     elif quiet or json_:
         display = None
     else:
@@ -201,9 +202,20 @@ def _heartbeat_refusal(handle: _study.StudyHandle, storage: str | None) -> str:
             f"`{hint('study create', 'SPEC', options=('--name', 'NEW_NAME', '--heartbeat-interval', 'S', '--grace-period', 'S'), storage=storage)}`")
 
 
-def _print_event(progress: _study.Progress) -> None:
-    """A worker's report to the process that started it (`_workers`), one JSON line on stdout."""
-    print(event_line(progress), flush=True)
+class _EventPrinter:
+    """A worker's reports to the process that started it (`_workers`), JSON lines on stdout: each
+    trial's start and end, and its epochs at most a few times a second (they may come by the hundred)."""
+
+    def __init__(self) -> None:
+        self._printed = 0.0
+        self._running: set[int] = set()
+
+    def __call__(self, progress: _study.Progress) -> None:
+        now = time.monotonic()
+        if progress.last is None and set(progress.running) == self._running and now - self._printed < 0.25:
+            return
+        self._printed, self._running = now, set(progress.running)
+        print(event_line(progress), flush=True)
 
 
 @app.command("list")
