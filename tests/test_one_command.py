@@ -68,3 +68,23 @@ def test_name_with_a_study_name_instead_of_a_file_is_refused(tmp_path):
     refused = hpo("study", "run", "plain", "--name", "other", "--storage", f"sqlite:///{tmp_path / 's.db'}")
     assert refused.returncode == 1
     assert refused.stderr.startswith("Error: --name is for a spec file;")
+
+
+@pytest.mark.postgres
+def test_json_results_mask_the_password(tmp_path):
+    from helpers import postgres_or_fail, unique
+
+    url = postgres_or_fail().replace("postgres@", "postgres:s3cret%40x@", 1)  # the server trusts any password
+    name = unique("json")
+    spec = write_spec(tmp_path, "j", trials=1, epochs=2, samples=300)
+    try:
+        created = hpo("study", "create", str(spec), "--name", name, "--json", "--storage", url)
+        assert created.returncode == 0, created.stderr
+        ran = hpo("study", "run", name, "--json", "--storage", url)
+        assert ran.returncode == 0, ran.stderr
+        for result in (created, ran):
+            assert "s3cret" not in result.stdout + result.stderr
+            assert json.loads(result.stdout)["storage"] == url.replace("s3cret%40x", "***")
+        assert json.loads(ran.stdout)["finished"] == 1
+    finally:
+        hpo("study", "delete", name, "--yes", "--storage", url)
