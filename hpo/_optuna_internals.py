@@ -16,6 +16,7 @@ tests/test_optuna_internals.py checks every name used here and says which one mo
 from __future__ import annotations
 
 from collections.abc import Callable
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,19 @@ from hpo import _retry
 # The class Optuna checks to decide whether a storage sends heartbeats: the retrying wrapper of a
 # storage that does must be one too, or Optuna would silently switch heartbeats off.
 _retry.register_heartbeat_base(BaseHeartbeat)
+
+
+class _QuietDuringOutages(logging.Filter):
+    """Drops the warning RDBStorage logs when a read fails and it tries a slower query: it blames
+    too many query variables, and during an outage it is only the disconnect, which the retrying
+    wrapper handles (and reports in one line if it lasts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Caught an error from sqlalchemy") and _retry.mentions_disconnect(message))
+
+
+logging.getLogger("optuna.storages._rdb.storage").addFilter(_QuietDuringOutages())
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:

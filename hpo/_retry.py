@@ -56,6 +56,12 @@ def retry_seconds(value: float | None = None) -> float:
     return seconds
 
 
+def mentions_disconnect(text: str) -> bool:
+    """Whether a driver's message says the storage could not be reached."""
+    text = text.lower()
+    return any(marker in text for marker in _DISCONNECTED)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) says the storage could not be reached, rather than
     that the call itself was wrong."""
@@ -64,8 +70,7 @@ def is_transient(exc: BaseException) -> bool:
     while current is not None and seen < 10:
         if getattr(current, "connection_invalidated", False):  # SQLAlchemy: a disconnect
             return True
-        text = str(current).lower()
-        if any(marker in text for marker in _DISCONNECTED):
+        if mentions_disconnect(str(current)):
             return True
         current = current.__cause__ or current.__context__
         seen += 1
