@@ -12,13 +12,14 @@ wherever that step is atomic, through the gRPC proxy included:
 - a journal file: Optuna replays the log in order and gives a trial to the first claim only.
 
 Tickets are made when a worker finds none left while the study needs more (the first run, a raised
-target, a failed trial to replace). Two workers that see the same study at the same moment would
-make the same tickets twice, so making them is itself claimed once per state seen: a key
-(target, number of trials) that only one worker can insert into the study's system attributes.
-Behind all this a last check keeps the target exact whatever happened before: right after its
-claim a worker counts finished plus running trials again, and if that is over the target it puts
-its ticket back. Of two claims that cross, the later one sees the earlier one, so the target is
-never passed; a ticket put back stays for a later run with a higher target.
+target, a failed trial to replace), in one atomic step as well: in one transaction that first
+writes the study's row (so that two such transactions run one after the other), the database counts
+finished, running and waiting trials and inserts the tickets still missing, at most a batch about
+the size of the running crowd (every worker re-reads the WAITING trials, so there are never many).
+On a journal the same runs under hpo's lock file beside it. Behind all this a last check keeps the
+target exact whatever happened before: right after its claim a worker counts finished plus running
+trials again, and if that is over the target it puts its ticket back; of two claims that cross,
+the later one sees the earlier one.
 
 A worker that dies leaves its trial RUNNING; once its heartbeats stop for the grace period another
 worker fails it (RUNNING -> FAIL, again one atomic step, so only one worker does) and queues its
@@ -29,12 +30,10 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import random
-import time
-import uuid
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -48,18 +47,43 @@ from hpo._storage import study_lock
 if TYPE_CHECKING:
     from hpo._study import StudyHandle
 
-ONCE_PREFIX = "hpo:once:"  # study system attributes that record a step taken once
+TOP_UP_KEY = "hpo:top-up"  # asks `hpo storage serve` to make the missing tickets; never stored
+TICKET_BATCH = 8  # tickets made at once, at least
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A WAITING trial as a claimant sees it; `chosen`: it brings its parameters (a retry, a
+    queued configuration), so it goes before the plain tickets."""
+
+    trial_id: int
+    number: int
+    chosen: bool
 
 
 class Claims:
-    """The atomic steps of one storage: claim a ticket, fail a dead trial, take a step once."""
+    """The atomic steps of one storage: claim a ticket, fail a dead trial, make missing tickets; and
+    a look at a study's counts and tickets."""
 
     def __init__(self, storage: optuna.storages.BaseStorage):
         self.storage = storage
 
+    def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
+        """The study's trials per state, and its tickets."""
+        trials = study.get_trials(deepcopy=False)
+        tickets = [Ticket(internals.trial_id(t), t.number, bool(t.params or t.system_attrs.get("fixed_params")))
+                   for t in trials if t.state == TrialState.WAITING]
+        return count_states(trials), tickets
+
+    def counts(self, study: optuna.Study) -> dict[str, int]:
+        return self.look(study)[0]
+
     def claim(self, trial_id: int) -> bool:
         """WAITING -> RUNNING; True for the one caller whose claim took it."""
-        return bool(self.storage.set_trial_state_values(trial_id, TrialState.RUNNING))
+        try:
+            return bool(self.storage.set_trial_state_values(trial_id, TrialState.RUNNING))
+        except optuna.exceptions.UpdateFinishedTrialError:  # claimed and finished since the look
+            return False
 
     def fail(self, trial_id: int) -> bool:
         """RUNNING -> FAIL; True for the one caller that failed it, False when it had ended."""
@@ -68,8 +92,8 @@ class Claims:
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
 
-    def once(self, handle: "StudyHandle", key: str) -> bool:
-        """True for the one caller that records `key` first."""
+    def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
+        """Add plain tickets up to `target` finished + running + waiting trials, at most `batch`."""
         raise NotImplementedError
 
 
@@ -86,33 +110,51 @@ class SqlClaims(Claims):
     def fail(self, trial_id: int) -> bool:
         return fail_sql(self.engine, trial_id)
 
-    def once(self, handle: "StudyHandle", key: str) -> bool:
-        return once_sql(self.engine, internals.study_id(handle.study), key, once_token())
+    def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
+        top_up_sql(self.engine, internals.study_id(handle.study), target, batch)
+
+    # Two small queries instead of reading every unfinished trial whole, as Optuna's cache would.
+    def counts(self, study: optuna.Study) -> dict[str, int]:
+        trials = internals.TABLES.trials
+        counts = {state.name: 0 for state in TrialState}
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(trials.c.state, sa.func.count()).where(
+                trials.c.study_id == internals.study_id(study)).group_by(trials.c.state))
+            for state, count in rows:
+                counts[state.name] += count
+        return counts
+
+    def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
+        counts = self.counts(study)
+        if not counts["WAITING"]:
+            return counts, []
+        tables = internals.TABLES
+        trials, params, attrs = tables.trials, tables.params, tables.trial_system_attrs
+        has_params = sa.exists().where(params.c.trial_id == trials.c.trial_id)
+        fixed = sa.exists().where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "fixed_params",
+                                  attrs.c.value_json != "{}")
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(trials.c.trial_id, trials.c.number, has_params, fixed).where(
+                trials.c.study_id == internals.study_id(study), trials.c.state == TrialState.WAITING))
+            return counts, [Ticket(trial_id, number, bool(p or f)) for trial_id, number, p, f in rows]
 
 
 class JournalClaims(Claims):
-    """A journal file: claims are Optuna's (the log decides); a once-step under hpo's file lock."""
+    """A journal file: claims are Optuna's (the log decides); tickets made under hpo's lock file."""
 
-    def once(self, handle: "StudyHandle", key: str) -> bool:
-        study_id = internals.study_id(handle.study)
+    def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         with study_lock(handle.storage_url, handle.name):
-            if ONCE_PREFIX + key in self.storage.get_study_system_attrs(study_id):
-                return False
-            self.storage.set_study_system_attr(study_id, ONCE_PREFIX + key, True)
-            return True
+            counts = self.counts(handle.study)
+            for _ in range(_missing(counts, target, batch)):
+                add_ticket(handle.study)
 
 
 class ProxyClaims(Claims):
     """Behind `hpo storage serve`: the proxy makes each step the conditional statement above."""
 
-    def once(self, handle: "StudyHandle", key: str) -> bool:
-        study_id = internals.study_id(handle.study)
-        token = once_token()
-        try:
-            self.storage.set_study_system_attr(study_id, ONCE_PREFIX + key, token)
-        except KeyError:  # the proxy's answer when the key was there already: whose is it?
-            return self.storage.get_study_system_attrs(study_id).get(ONCE_PREFIX + key) == token
-        return True
+    def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
+        self.storage.set_study_system_attr(internals.study_id(handle.study), TOP_UP_KEY,
+                                           {"target": target, "batch": batch})
 
 
 def claims_for(storage: optuna.storages.BaseStorage) -> Claims:
@@ -148,26 +190,31 @@ def fail_sql(engine: sa.Engine, trial_id: int) -> bool:
         return result.rowcount == 1
 
 
-def once_sql(engine: sa.Engine, study_id: int, key: str, token: str) -> bool:
-    """Record `key` with `token` unless it is there; True when the record is this token's (also
-    when an earlier attempt of the same caller wrote it and only its answer was lost)."""
-    # The table's unique (study_id, key) makes the second insert fail, on every database.
-    attrs = internals.TABLES.study_system_attrs
-    key = ONCE_PREFIX + key
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.insert(attrs).values(study_id=study_id, key=key, value_json=json.dumps(token)))
-    except sa.exc.IntegrityError:
-        with engine.connect() as connection:
-            stored = connection.execute(sa.select(attrs.c.value_json).where(
-                attrs.c.study_id == study_id, attrs.c.key == key)).scalar()
-        return stored == json.dumps(token)
-    return True
+def top_up_sql(engine: sa.Engine, study_id: int, target: int, batch: int) -> int:
+    """The missing tickets, inserted in one transaction; returns how many."""
+    tables = internals.TABLES
+    trials, studies = tables.trials, tables.studies
+    with engine.begin() as connection:
+        # Writing the study's row first makes concurrent top-ups of a study wait for each other:
+        # a row lock on PostgreSQL and MySQL, the database's write lock on SQLite.
+        connection.execute(sa.update(studies).where(studies.c.study_id == study_id)
+                           .values(study_name=studies.c.study_name))
+        counts = {state.name: 0 for state in TrialState}
+        for state, count in connection.execute(sa.select(trials.c.state, sa.func.count()).where(
+                trials.c.study_id == study_id).group_by(trials.c.state)):
+            counts[state.name] += count
+        missing = _missing(counts, target, batch)
+        if missing:
+            # Numbered as Optuna numbers a trial: the count of the study's trials before it.
+            first = sum(counts.values())
+            connection.execute(sa.insert(trials), [
+                {"study_id": study_id, "number": first + i, "state": TrialState.WAITING,
+                 "datetime_start": None, "datetime_complete": None} for i in range(missing)])
+        return missing
 
 
-def once_token() -> str:
-    """A value that tells a caller's own record of a once-step from another caller's."""
-    return uuid.uuid4().hex
+def _missing(counts: dict[str, int], target: int, batch: int) -> int:
+    return max(0, min(batch, target - _finished(counts) - counts["RUNNING"] - counts["WAITING"]))
 
 
 # --- Claiming the next trial -------------------------------------------------------------------
@@ -195,46 +242,36 @@ def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
     storage = internals.study_storage(study)
     claims = claims or claims_for(storage)
     fail_stale(study, claims)
-    trials = study.get_trials(deepcopy=False)
-    counts = count_states(trials)
+    counts, waiting = claims.look(study)
     finished = _finished(counts)
     if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
         return None, counts, True
     if not queue_only and finished + counts["RUNNING"] >= target:
         return None, counts, False  # the running trials may reach it: wait
-    waiting = [t for t in trials if t.state == TrialState.WAITING]
     if not waiting and not queue_only:
-        deficit = target - finished - counts["RUNNING"]
-        # The minute in the key: a worker that won and died before making the tickets blocks
-        # that state for a minute at most.
-        key = f"tickets:{target}:{len(trials)}:{int(time.time() // 60)}"
-        if deficit > 0 and claims.once(handle, key):
-            for _ in range(deficit):
-                add_ticket(study)
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    for trial in _claim_order(waiting):
-        if not claims.claim(internals.trial_id(trial)):
+        # Every WAITING trial is read again by every worker's look (Optuna's cache keeps only
+        # finished ones): a batch about the size of the running crowd, not the whole budget.
+        batch = max(TICKET_BATCH, counts["RUNNING"] + 1)
+        claims.top_up(handle, target, batch)
+        counts, waiting = claims.look(study)
+    for ticket in _claim_order(waiting):
+        if not claims.claim(ticket.trial_id):
             continue
-        if queue_only or _within_target(study, target):
-            return internals.trial_id(trial), counts, False
+        now = claims.counts(study)
+        if queue_only or _finished(now) + now["RUNNING"] <= target:
+            return ticket.trial_id, counts, False
         # A claim crossed another one that took the last place: give the ticket back.
-        storage.set_trial_state_values(internals.trial_id(trial), TrialState.WAITING)
+        storage.set_trial_state_values(ticket.trial_id, TrialState.WAITING)
         return None, counts, False
     return None, counts, False
 
 
-def _within_target(study: optuna.Study, target: int) -> bool:
-    counts = count_states(study.get_trials(deepcopy=False))
-    return _finished(counts) + counts["RUNNING"] <= target
-
-
-def _claim_order(waiting: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Queued configurations and retries first, in order; plain tickets shuffled, so that many
-    workers claiming at once mostly try different ones."""
-    chosen = [t for t in waiting if t.params or t.system_attrs.get("fixed_params")]
-    plain = [t for t in waiting if not (t.params or t.system_attrs.get("fixed_params"))]
+def _claim_order(waiting: list[Ticket]) -> list[Ticket]:
+    """Tickets with parameters first, in order; plain tickets shuffled, so that many workers
+    claiming at once mostly try different ones."""
+    plain = [t for t in waiting if not t.chosen]
     random.shuffle(plain)
-    return sorted(chosen, key=lambda t: t.number) + plain
+    return sorted((t for t in waiting if t.chosen), key=lambda t: t.number) + plain
 
 
 def add_ticket(study: optuna.Study) -> None:

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
-from hpo._claims import ONCE_PREFIX, claim_sql, fail_sql, once_sql
+from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
 from hpo._storage import Heartbeat, StorageURL, open_storage
 
@@ -78,9 +78,8 @@ class ClaimingStorage:
         return self._inner.get_study_id_from_name(study_name)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        if key.startswith(ONCE_PREFIX):
-            if not once_sql(self._engine, study_id, key.removeprefix(ONCE_PREFIX), value):
-                raise KeyError(key)  # the worker reads this answer as "taken already"
+        if key == TOP_UP_KEY:  # a worker's request, carried by the one call the protocol has for it
+            top_up_sql(self._engine, study_id, int(value["target"]), int(value["batch"]))
             return
         self._inner.set_study_system_attr(study_id, key, value)
 
