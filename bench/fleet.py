@@ -1,0 +1,272 @@
+"""A fleet simulated on one machine: PostgreSQL directly against the gRPC proxy in front of it.
+
+    python bench/fleet.py                       # W = 8, 32, 64; both paths; then the sampler's cost
+    python bench/fleet.py --workers 8 --rounds 4 --skip-sampler
+
+W workers are W threads of this process (64 processes do not fit two cores; threads do, because
+a worker mostly sleeps): each opens its own storage, exactly as a worker process would (directly:
+its own connection pool; through the proxy: its own gRPC channel), and runs hpo's claim path
+(`hpo/_claims.py`) with heartbeats on. The objective samples 4 parameters with the random sampler
+and sleeps `--sleep` seconds, so that what is measured is the storage path, not training or TPE.
+Every run creates a fresh study with a target of W x rounds trials.
+
+Reported per path and W: trials per second sustained (finished trials over the time from the
+first claim to the last finish) against the ideal W / sleep; claim latency p50 and p99 (counting,
+claiming and the sampler's first call); the peak of PostgreSQL connections this benchmark holds
+(`pg_stat_activity`, by application name); overshoot, lost and duplicated trials, errors.
+
+Then the sampler's own cost per trial at 1,000 and 5,000 trials of a 4-parameter study (hpo's
+TPE, in memory and on SQLite) and what hpo's claim path adds to it on SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+
+from hpo import _claims
+from hpo import _optuna_internals as internals
+from hpo._spec import parse_spec
+from hpo._storage import Heartbeat
+from hpo._study import create, open_study
+
+REPO = Path(__file__).resolve().parent.parent
+APP = "hpo-fleet-bench"
+POSTGRES = os.environ.get("HPO_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SPEC = {
+    "study": {"name": "fleet", "trials": 10},
+    "data": {"dataset": "digits"},
+    "search": {"lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True},
+               "weight_decay": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True},
+               "hidden_units": {"type": "int", "low": 16, "high": 256},
+               "optimizer": {"type": "categorical", "choices": ["sgd", "momentum", "adam"]}},
+}
+
+
+def suggest(trial: optuna.Trial) -> None:
+    trial.suggest_float("lr", 1e-4, 0.5, log=True)
+    trial.suggest_float("weight_decay", 1e-8, 1e-2, log=True)
+    trial.suggest_int("hidden_units", 16, 256)
+    trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"])
+
+
+def with_app_name(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={APP}"
+
+
+class ConnectionWatch(threading.Thread):
+    """Polls pg_stat_activity for the connections of this benchmark; keeps the peak."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        self.peak = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with self.engine.connect() as connection:
+            while not self.halt.is_set():
+                count = connection.execute(sqlalchemy.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"), {"a": APP}).scalar()
+                connection.rollback()
+                self.peak = max(self.peak, int(count))
+                self.halt.wait(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(database: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hpo", "storage", "serve", "--port", str(port)],
+                               env={**os.environ, "HPO_STORAGE": database}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("Serving"):
+        raise SystemExit(f"the proxy did not start: {line}{process.stderr.read()}")
+    return process, f"grpc://127.0.0.1:{port}"
+
+
+def worker(url: str, name: str, target: int, sleep: float, log: dict, barrier: threading.Barrier) -> None:
+    try:
+        handle = open_study(name, url)
+        barrier.wait()
+        while True:
+            started = time.perf_counter()
+            trial_id, _counts, done = _claims.claim_next(handle, target, False)
+            if done:
+                return
+            if trial_id is None:
+                time.sleep(0.05)
+                continue
+            trial = optuna.Trial(handle.study, trial_id)
+            suggest(trial)
+            log["claims"].append(time.perf_counter() - started)
+            log["first"].append(time.perf_counter())
+            time.sleep(sleep)
+            handle.study.tell(trial, 0.5)
+            log["ran"].append(trial.number)
+            log["last"].append(time.perf_counter())
+    except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+        log["errors"].append(f"{type(exc).__name__}: {exc}")
+        barrier.abort()
+
+
+def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
+    name = f"fleet-{uuid.uuid4().hex[:8]}"
+    spec = parse_spec({**SPEC, "study": {"name": name, "trials": workers * rounds},
+                       "sampler": {"kind": "random"}})
+    create(spec, url)
+    target = workers * rounds
+    log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": []}
+    barrier = threading.Barrier(workers)
+    threads = [threading.Thread(target=worker, args=(url, name, target, sleep, log, barrier))
+               for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handle = open_study(name, url, Heartbeat(interval=None))
+    trials = handle.study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    finished = states["COMPLETE"] + states["PRUNED"]
+    ran = Counter(log["ran"])
+    span = (max(log["last"]) - min(log["first"])) if log["last"] else float("nan")
+    claims = sorted(log["claims"]) or [float("nan")]
+    optuna.delete_study(study_name=name, storage=internals.study_storage(handle.study))
+    return {
+        "throughput": finished / span, "ideal": workers / sleep,
+        "p50": statistics.median(claims) * 1000, "p99": claims[min(len(claims) - 1, int(0.99 * len(claims)))] * 1000,
+        "overshoot": max(0, finished - target), "lost": max(0, target - finished),
+        "duplicated": sum(c - 1 for c in ran.values() if c > 1), "errors": len(log["errors"]),
+        "left": states["WAITING"] + states["RUNNING"], "first_error": (log["errors"] or [""])[0],
+    }
+
+
+def one_run(path: str, url: str, workers: int, rounds: int, sleep: float) -> dict:
+    """One run in a process of its own, so that no connection pool outlives it."""
+    command = [sys.executable, __file__, "--one", path, url, str(workers), str(rounds), str(sleep)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"the {path} run with W={workers} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def fleet_section(args: argparse.Namespace) -> None:
+    database = with_app_name(POSTGRES)
+    print("| path | W | trials/s | ideal | % of ideal | claim p50 ms | claim p99 ms | peak PG connections "
+          "| overshoot | lost | duplicated | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    proxy, grpc_url = start_proxy(database)
+    try:
+        for workers in args.workers:
+            for path, url in (("direct", database), ("proxy", grpc_url)):
+                watch = ConnectionWatch(POSTGRES)
+                watch.start()
+                result = one_run(path, url, workers, args.rounds, args.sleep)
+                watch.halt.set()
+                watch.join()
+                print(f"| {path} | {workers} | {result['throughput']:.1f} | {result['ideal']:.0f} | "
+                      f"{100 * result['throughput'] / result['ideal']:.0f}% | {result['p50']:.1f} | "
+                      f"{result['p99']:.1f} | {watch.peak} | {result['overshoot']} | {result['lost']} | "
+                      f"{result['duplicated']} | {result['errors']} |", flush=True)
+                if result["errors"]:
+                    print(f"  first error: {result['first_error']}", flush=True)
+    finally:
+        proxy.terminate()
+        proxy.communicate(timeout=60)
+
+
+def sampler_section(sizes: list[int], asks: int) -> None:
+    """ms per trial to sample 4 parameters with hpo's TPE at N trials; and hpo's claim on top."""
+    from hpo._sampler import make_sampler
+
+    print("\n| trials in the study | TPE in memory (ask + 4 suggests) | TPE on SQLite | hpo claim + TPE on SQLite "
+          "| hpo adds |")
+    print("|---|---|---|---|---|")
+    rng = optuna.samplers.RandomSampler(seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            spec = parse_spec({**SPEC, "study": {"name": f"s{size}", "trials": size + 10 * asks},
+                               "sampler": {"random_trials": 10}})
+            memory = optuna.create_study(direction="maximize", sampler=make_sampler(spec))
+            history = optuna.create_study(direction="maximize", sampler=rng)
+            for _ in range(size):
+                t = history.ask()
+                suggest(t)
+                history.tell(t, float(t.params["lr"]))
+            memory.add_trials(history.trials)
+            in_memory = _time_asks(memory, asks)
+            url = f"sqlite:///{folder}/s{size}.db"
+            handle = create(spec, url)
+            handle.study.add_trials(history.trials)
+            on_sqlite = _time_asks(open_study(spec.name, url, Heartbeat(interval=None)).study, asks)
+            handle = open_study(spec.name, url, Heartbeat(interval=None))
+            claimed = []
+            for _ in range(asks):
+                started = time.perf_counter()
+                trial_id, _counts, _done = _claims.claim_next(handle, size + 10 * asks, False)
+                trial = optuna.Trial(handle.study, trial_id)
+                suggest(trial)
+                claimed.append(time.perf_counter() - started)
+                handle.study.tell(trial, 0.5)
+            hpo_ms = statistics.median(claimed) * 1000
+            print(f"| {size:,} | {in_memory:.1f} ms | {on_sqlite:.1f} ms | {hpo_ms:.1f} ms | "
+                  f"{hpo_ms - on_sqlite:+.1f} ms |", flush=True)
+
+
+def _time_asks(study: optuna.Study, asks: int) -> float:
+    times = []
+    for _ in range(asks):
+        started = time.perf_counter()
+        trial = study.ask()
+        suggest(trial)
+        times.append(time.perf_counter() - started)
+        study.tell(trial, 0.5)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--rounds", type=int, default=8, help="trials per worker in each run")
+    parser.add_argument("--sleep", type=float, default=0.5, help="seconds the objective takes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--asks", type=int, default=20)
+    parser.add_argument("--skip-sampler", action="store_true")
+    parser.add_argument("--skip-fleet", action="store_true")
+    parser.add_argument("--one", nargs=5, metavar=("PATH", "URL", "W", "ROUNDS", "SLEEP"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.one:
+        _path, url, workers, rounds, sleep = args.one
+        print(json.dumps(run_fleet(url, int(workers), int(rounds), float(sleep))))
+        return
+    print(f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"Optuna {optuna.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    if not args.skip_fleet:
+        fleet_section(args)
+    if not args.skip_sampler:
+        sampler_section(args.sizes, args.asks)
+
+
+if __name__ == "__main__":
+    main()
