@@ -553,3 +553,23 @@ def test_creates_racing_on_a_new_sqlite_file_never_meet_the_schema(tmp_path, sam
 def test_creates_racing_on_a_new_postgresql_database_never_meet_the_schema(tmp_path, private_server, same_name):
     names = ["race"] * 3 if same_name else ["race-a", "race-b", "race-c"]
     _check_race(_race_creates(tmp_path, private_server.url, names), same_name)
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_bad_storage_retry_flag_is_a_usage_error(value, tmp_path):
+    result = hpo("--storage-retry", value, "study", "list", "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 2
+    assert "--storage-retry" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_the_storage_retry_flag_is_the_bound_of_the_command_and_its_workers(tmp_path):
+    """The flag sets the environment variable the command and every worker it starts read."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, sys\nfrom hpo.cli import app\n"
+         "try:\n    app(['--storage-retry', '2.5', 'storage', 'check', sys.argv[1]])\n"
+         "except SystemExit:\n    pass\n"
+         f"print(os.environ['{RETRY_ENV}'])", f"sqlite:///{tmp_path / 'x.db'}"],
+        env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "2.5"
