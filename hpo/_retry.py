@@ -185,7 +185,8 @@ def _forward(name: str) -> Callable[..., Any]:
     return method
 
 
-def wrap(inner: optuna.storages.BaseStorage, retrier: Retrier, heartbeat_base: type | None) -> optuna.storages.BaseStorage:
+def wrap(inner: optuna.storages.BaseStorage, retrier: Retrier,
+         heartbeat_base: type | None) -> optuna.storages.BaseStorage:
     """`inner` behind a RetryingStorage; heartbeat calls are forwarded when `inner` has them."""
     if heartbeat_base is not None and isinstance(inner, heartbeat_base):
         return _HEARTBEAT_CLASSES[heartbeat_base](inner, retrier)

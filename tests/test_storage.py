@@ -148,7 +148,7 @@ def test_mask_url_hides_every_secret_a_url_can_carry(text, masked):
 
 
 def test_the_backend_table_names_each_supported_backend_once():
-    assert set(BACKENDS) == {"sqlite", "postgresql", "mysql", "mariadb", "journal"}
+    assert set(BACKENDS) == {"sqlite", "postgresql", "mysql", "mariadb", "journal", "grpc"}
     for name, backend in BACKENDS.items():
         assert backend.name == name
 
@@ -357,7 +357,8 @@ def test_a_call_that_fails_for_a_reason_other_than_the_connection_fails_at_once(
     def finished_trial():
         storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
-    function, calls = _counted({"integrity": integrity, "bad query": bad_query, "finished trial": finished_trial}[fault])
+    faults = {"integrity": integrity, "bad query": bad_query, "finished trial": finished_trial}
+    function, calls = _counted(faults[fault])
     waits = []
     with pytest.raises(Exception) as caught:
         Retrier("s", 30, on_wait=waits.append).call(function)
@@ -482,7 +483,8 @@ def test_a_read_only_sqlite_file_serves_every_read_command(finished_db, tmp_path
         out = tmp_path / "out"
         out.mkdir()
         for args in (["list"], ["show", "done"], ["best", "done"], ["plot", "done", "--out", str(out)],
-                     ["export", "done", "--out", str(out / "done.json")], ["report", "done", "--out", str(out / "r.html")]):
+                     ["export", "done", "--out", str(out / "done.json")],
+                     ["report", "done", "--out", str(out / "r.html")]):
             result = hpo("study", *args, "--storage", url, cwd=out)
             assert result.returncode == 0, (args, result.stderr)
             assert "Traceback" not in result.stderr
@@ -535,7 +537,8 @@ def _check_race(results: list[subprocess.CompletedProcess], same_name: bool) -> 
     for result in results:
         assert "Traceback" not in result.stderr
         assert result.returncode == 0 or (
-            same_name and result.returncode == 1 and result.stderr.startswith("Error: a study named 'race' already exists")
+            same_name and result.returncode == 1
+            and result.stderr.startswith("Error: a study named 'race' already exists")
         ), result.stderr
     assert sum(r.returncode == 0 for r in results) == (1 if same_name else len(results))
 
