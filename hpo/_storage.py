@@ -6,6 +6,11 @@ a worker claims a trial on it, how a whole study is read and written in bulk. SQ
 (one file, one machine, many processes); PostgreSQL or MySQL/MariaDB when several machines share a
 study; an Optuna journal file (`journal:PATH`) also works. No other module looks inside a URL:
 they pass the value on and print `StorageURL.masked`.
+
+Every storage `open_storage` returns rides out outages (`hpo/_retry.py`: connection failures are
+retried for a bound, then one line naming the storage); so do the study lock's connection and
+`record_trial`'s transaction. A read-only SQLite file opens for reading, and a write on it is one
+line saying the storage is read-only.
 """
 
 from __future__ import annotations
