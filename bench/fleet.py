@@ -179,6 +179,8 @@ def fleet_section(args: argparse.Namespace) -> None:
     try:
         for workers in args.workers:
             for path, url in (("direct", database), ("proxy", grpc_url)):
+                if path not in args.paths:
+                    continue
                 watch = ConnectionWatch(POSTGRES)
                 watch.start()
                 result = one_run(path, url, workers, args.rounds, args.sleep)
@@ -248,6 +250,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--rounds", type=int, default=8, help="trials per worker in each run")
+    parser.add_argument("--paths", nargs="+", default=["direct", "proxy"], choices=["direct", "proxy"],
+                        help="direct: every worker connects to PostgreSQL; proxy: through hpo storage serve")
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds the objective takes")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--asks", type=int, default=20)

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import random
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +51,10 @@ if TYPE_CHECKING:
 
 TOP_UP_KEY = "hpo:top-up"  # asks `hpo storage serve` to make the missing tickets; never stored
 TICKET_BATCH = 8  # tickets made at once, at least
+# Looking for dead workers' trials costs a query; a grace period is tens of seconds, so a worker
+# looks every few seconds, not before every claim.
+STALE_CHECK_SECONDS = 5.0
+_STALE_CHECKED: dict[int, float] = {}  # id of a storage -> when this process last looked
 
 
 @dataclass(frozen=True)
@@ -241,7 +247,10 @@ def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
     study = handle.study
     storage = internals.study_storage(study)
     claims = claims or claims_for(storage)
-    fail_stale(study, claims)
+    now = time.monotonic()
+    if now - _STALE_CHECKED.get(id(storage), -math.inf) >= STALE_CHECK_SECONDS:
+        fail_stale(study, claims)
+        _STALE_CHECKED[id(storage)] = now
     counts, waiting = claims.look(study)
     finished = _finished(counts)
     if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
