@@ -59,7 +59,7 @@ def make_folder(path: Path, what: str = "--out") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the folder {path}: {_reason(exc)}") from None
+        raise OutputError(f"cannot create the folder {path}: {os_reason(exc)}") from None
     return path
 
 
@@ -99,7 +99,7 @@ def replacing_all(paths: Sequence[Path], what: str = "--out") -> Iterator[tuple[
                 os.replace(temporary, path)
         except OSError as exc:
             where = next((p for p, t in zip(paths, temporaries) if exc.filename in (str(t), t)), paths[0])
-            raise OutputError(f"cannot write {where}: {_reason(exc)}") from None
+            raise OutputError(f"cannot write {where}: {os_reason(exc)}") from None
     finally:
         for temporary in temporaries:
             with contextlib.suppress(FileNotFoundError):
@@ -119,7 +119,7 @@ def _mode(path: Path, what: str, follow: bool = False) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise OutputError(f"cannot use {what} {path}: {_reason(exc)}") from None
+        raise OutputError(f"cannot use {what} {path}: {os_reason(exc)}") from None
 
 
 def _kind(mode: int) -> str:
@@ -148,7 +148,8 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
+    """Why a file could not be written, and the fix, for people."""
     if exc.errno == errno.ENOSPC:
         return "no space left on the device; free some space or write elsewhere"
     if exc.errno == errno.EDQUOT:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import sqlite3
@@ -129,7 +130,8 @@ def disk(tmp_path_factory):
         write_spec(work, "tiny", trials=8, epochs=2, samples=200, random_trials=2)
         write_spec(work, "other", trials=2, epochs=2, samples=200)
         for args in (["study", "create", "tiny.toml"], ["study", "run", "tiny"],
-                     ["study", "export", "tiny", "--out", "kept.json"]):
+                     ["study", "export", "tiny", "--out", "kept.json"],
+                     ["study", "copy", "tiny", "--to", "journal:j.log", "--name", "first"]):
             done = hpo(*args, cwd=work)
             assert done.returncode == 0, (args, done.stderr)
         _stale_trial(work)
@@ -233,6 +235,47 @@ def test_a_storage_nobody_holds_open_on_a_full_disk_is_one_line_too(disk, site, 
     assert trial_counts(db) == counts
     assert files(disk) == before
     settle(db)
+
+
+def journal_trials(work: Path, journal: str) -> dict[str, int]:
+    listed = hpo("study", "list", "--json", "--storage", f"journal:{journal}", cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    return {study["name"]: study["finished"] for study in json.loads(listed.stdout)}
+
+
+@pytest.mark.parametrize("journal", ["j.log", "new.log"])
+def test_a_copy_into_a_journal_on_a_full_disk_is_one_line(disk, journal):
+    """A journal is appended to, not rolled back: the studies in it stay readable and whole, a new
+    journal file is removed, and the line says what is left to delete if the undoing failed too."""
+    work = disk / "work"
+    before = journal_trials(work, "j.log")
+    assert before["first"] > 0
+    held = contextlib.closing(sqlite3.connect(work / "hpo.db"))
+    with held as worker:
+        worker.execute("SELECT COUNT(*) FROM trials").fetchone()
+        fill(disk)
+        try:
+            result = hpo("study", "copy", "tiny", "--to", f"journal:{journal}", "--name", "second", cwd=work)
+        finally:
+            free(disk)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot write study 'second' to journal:"), result.stderr
+    assert "no space left on the device" in lines[0]
+    assert (work / "j.log").read_bytes().endswith(b"\n"), "a partial record was left in the journal"
+    after = journal_trials(work, "j.log")
+    assert after["first"] == before["first"]
+    if "second" in after:
+        assert "delete study 'second' there" in lines[0]
+        assert hpo("study", "delete", "second", "--yes", "--storage", "journal:j.log", cwd=work).returncode == 0
+    # Writes after the failure keep the journal readable (a merged partial record would not).
+    for name in ("third", "fourth"):
+        assert hpo("study", "copy", "tiny", "--to", "journal:j.log", "--name", name, cwd=work).returncode == 0
+    assert journal_trials(work, "j.log") == {**before, "third": before["first"], "fourth": before["first"]}
+    for name in ("third", "fourth"):
+        assert hpo("study", "delete", name, "--yes", "--storage", "journal:j.log", cwd=work).returncode == 0
+    assert not (work / "new.log").exists()
+    settle(work / "hpo.db")
 
 
 def test_the_commands_write_when_there_is_room(disk, site):
