@@ -1,8 +1,8 @@
 """Every use of Optuna's private API, behind one door.
 
 hpo goes past Optuna's public API in four places, each for a reason the public API cannot meet:
-- a run claims a trial under the study's lock and runs the sampler after the lock is released
-  (`Study.ask` does both at once, so workers would queue behind each other's TPE);
+- a run claims a ticket (`hpo/_claims.py`) and runs the sampler after the claim (`Study.ask`
+  does both at once, so workers would queue behind each other's TPE);
 - a running trial sends heartbeats while hpo's own loop runs it (only `Study.optimize` does that);
 - whole studies are read and written table by table, and a finished trial's per-epoch values in
   one transaction (Optuna commits every value on its own);
@@ -66,14 +66,6 @@ def study_id(study: optuna.Study) -> int:
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager:
     """Sends the trial's heartbeats while the block runs; does nothing when heartbeats are off."""
     return get_heartbeat_thread(trial._trial_id, study._storage)
-
-
-def claim_trial(study: optuna.Study) -> int:
-    """The id of a queued trial (now RUNNING), else of a new RUNNING trial: the first half of `ask`."""
-    waiting = study._pop_waiting_trial_id()
-    if waiting is not None:
-        return waiting
-    return study._storage.create_new_trial(study._study_id)
 
 
 def forget_cached_trials(study: optuna.Study) -> None:

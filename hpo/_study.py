@@ -2,7 +2,7 @@
 
 A study stores its whole spec (user attribute `spec`), so every later command needs only its
 name and the storage. `run` counts finished trials (complete + pruned) against a target that is
-shared by every worker on every machine; starting a trial happens under the study's lock.
+shared by every worker on every machine; a worker starts a trial by claiming a ticket (hpo/_claims.py).
 
 The heartbeat settings are the study's too (user attribute `heartbeat`, chosen at `create`): every
 worker on every machine uses the same, so none fails another's live trial. Ctrl-C and SIGTERM
@@ -352,9 +352,9 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective,
 def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """The second half of `Study.ask`: the trial object, whose creation runs the sampler.
 
-    The first half, `internals.claim_trial` (a queued trial, a retry or a confirmation run, else
-    a new one), is all that needs the study's lock; the sampler runs here, after the lock is
-    released, so that workers do not queue behind each other's TPE.
+    The first half, `_claim_next` (a ticket: a queued trial, a retry, a confirmation run or a
+    plain one), is all that workers synchronise on; the sampler runs here, after the claim, so
+    that workers do not queue behind each other's TPE.
     """
     internals.forget_cached_trials(study)
     try:

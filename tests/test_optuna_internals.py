@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
+from hpo import _claims
 from hpo import _optuna_internals as internals
 from hpo._retry import Retrier
 from helpers import REPO
@@ -39,18 +40,6 @@ def _heartbeat_thread(study: optuna.Study) -> str | None:
     thread = get_heartbeat_thread(0, study._storage)
     if not (hasattr(thread, "__enter__") and hasattr(thread, "__exit__")):
         return "it no longer returns a context manager"
-    return None
-
-
-def _pop_waiting(study: optuna.Study) -> str | None:
-    if _params(optuna.Study._pop_waiting_trial_id) != ["self"]:
-        return f"its parameters are now {_params(optuna.Study._pop_waiting_trial_id)}"
-    if study._pop_waiting_trial_id() is not None:
-        return "it returned a trial from an empty queue"
-    study.enqueue_trial({"x": 1.0})
-    trial_id = study._pop_waiting_trial_id()
-    if study._storage.get_trial(trial_id).state != TrialState.RUNNING:
-        return "the popped trial is not RUNNING"
     return None
 
 
@@ -194,7 +183,6 @@ def _fallback_warning(study: optuna.Study) -> str | None:
 
 PRIVATE = {
     "optuna.storages._heartbeat.get_heartbeat_thread": _heartbeat_thread,
-    "optuna.Study._pop_waiting_trial_id": _pop_waiting,
     "optuna.Study._storage": _storage_attr,
     "optuna.Study._study_id": _study_id_attr,
     "optuna.Study._thread_local.cached_all_trials": _cached_trials,
@@ -221,11 +209,12 @@ def test_private_optuna_name_is_still_there(name, study):
 
 
 def test_the_internals_work_together_on_a_real_study(study):
-    """Claim (a queued trial first), start, heartbeat, set an attribute from the sampler's side."""
+    """Claim tickets, start one, heartbeat, set an attribute from the sampler's side."""
     study.enqueue_trial({"x": 2.0})
-    queued = internals.claim_trial(study)
-    fresh = internals.claim_trial(study)
-    assert queued != fresh
+    study.enqueue_trial({})
+    claims = _claims.claims_for(internals.study_storage(study))
+    queued, fresh = (internals.trial_id(t) for t in study.get_trials(deepcopy=False))
+    assert claims.claim(queued) and claims.claim(fresh) and not claims.claim(fresh)
     trials = {internals.trial_id(t): t for t in study.get_trials(deepcopy=False)}
     assert trials[queued].state == trials[fresh].state == TrialState.RUNNING
     assert trials[queued].number == 0 and trials[fresh].number == 1
