@@ -42,6 +42,7 @@ from hpo._objective import Objective
 from hpo._sampler import trial_seed
 from hpo._space import suggest
 from hpo._spec import ObjectiveSpec, StudySpec
+from hpo._storage import record_trial
 
 CONFIG_ATTR = "config"
 RUN_ATTR = "run"
@@ -342,8 +343,7 @@ def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_ep
             params, number, run = step.config.params, step.config.number, step.run
         reference = leader.curves.get(run) if leader is not None and leader.number != number else None
         value, curve, epochs = evaluate(params, run, number, reference)
-        trial.set_user_attr(EPOCHS_ATTR, epochs)
-        trial.set_user_attr(CURVE_ATTR, [round(v, 4) for v in curve])
+        record_trial(trial, {}, {EPOCHS_ATTR: epochs, CURVE_ATTR: [round(v, 4) for v in curve]})
         if value is None:
             study.tell(trial, state=TrialState.PRUNED)
         else:

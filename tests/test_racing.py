@@ -107,6 +107,7 @@ def single_run_truth(seed: int, budget: int) -> float:
     return steady_truth(study.best_params)
 
 
+@pytest.mark.slow
 def test_racing_hands_over_truly_better_configurations_than_the_best_single_run():
     raced = np.array([raced_truth(s, 60) for s in range(20)])
     single = np.array([single_run_truth(s, 60) for s in range(20)])
@@ -200,20 +201,20 @@ def test_a_race_resumes_after_a_crash_in_the_middle_of_a_run(tmp_path):
     synthetic = Synthetic(arm_truth, 7)
 
     def crashing(params, run, number, reference):
-        if synthetic.calls == 25:
+        if synthetic.calls == 15:
             raise Crash
         return synthetic(params, run, number, reference)
 
     with pytest.raises(Crash):
-        race(study, arms_spec(7), RaceSettings(startup=6), 60, evaluate=crashing)
+        race(study, arms_spec(7), RaceSettings(startup=6), 40, evaluate=crashing)
     crashed = study.get_trials(states=(TrialState.RUNNING,))
     assert len(crashed) == 1
     # what the heartbeat does to a run whose worker died
     study.tell(crashed[0].number, state=TrialState.FAIL)
     before = len(configurations(study.get_trials()))
     resumed = optuna.load_study(study_name="arms", storage=url)
-    result = race(resumed, arms_spec(7), RaceSettings(startup=6), 60, evaluate=synthetic)
-    assert synthetic.trained == result.epochs == 60  # the failed run trained nothing it counts
+    result = race(resumed, arms_spec(7), RaceSettings(startup=6), 40, evaluate=synthetic)
+    assert synthetic.trained == result.epochs == 40  # the failed run trained nothing it counts
     assert result.configurations >= before
     done = [t for t in resumed.get_trials() if t.state != TrialState.FAIL]
     assert len({(t.user_attrs[CONFIG_ATTR], t.user_attrs[RUN_ATTR]) for t in done}) == len(done)
@@ -228,7 +229,7 @@ def test_two_workers_race_one_study_within_the_budget(tmp_path):
     def worker():
         try:
             study = optuna.load_study(study_name="arms", storage=url)
-            results.append(race(study, arms_spec(11), RaceSettings(startup=6), 60, evaluate=synthetic))
+            results.append(race(study, arms_spec(11), RaceSettings(startup=6), 40, evaluate=synthetic))
         except Exception as exc:  # surfaced below: a thread's exception would be lost
             errors.append(exc)
 
@@ -240,6 +241,6 @@ def test_two_workers_race_one_study_within_the_budget(tmp_path):
     assert not errors
     study = optuna.load_study(study_name="arms", storage=url)
     trials = study.get_trials()
-    assert epochs_spent(trials) == synthetic.trained <= 60
+    assert epochs_spent(trials) == synthetic.trained <= 40
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert results[-1].choice.number == incumbent(configurations(trials), RaceSettings()).number
