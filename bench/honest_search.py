@@ -155,7 +155,8 @@ def main() -> None:
     if "hpo" in args.methods:
         from hpo._racing import RaceSettings
 
-        RaceSettings(**settings)  # bad fields fail here, before any work
+        # Bad fields fail here, before any work; the stored key holds every setting, defaults too.
+        settings = json.loads(json.dumps(dataclasses.asdict(RaceSettings(**settings))))
 
     out = Path(args.out)
     stored: dict[str, dict] = {}

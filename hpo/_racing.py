@@ -69,7 +69,7 @@ class RaceSettings:
 
     folds: int = 5
     repeats: int = 1
-    margin: float = 0.05
+    margin: float = 0.08
     prune_margin: float = 0.15
     prune_epochs: tuple[int, ...] = (10, 20)
     startup: int = 10
@@ -128,7 +128,8 @@ def configurations(trials: Sequence[FrozenTrial]) -> list[Configuration]:
     """The configurations of a raced study, with their runs, from its trials."""
     found: dict[int, Configuration] = {}
     for t in sorted(trials, key=lambda t: t.number):
-        if CONFIG_ATTR not in t.user_attrs or t.state == TrialState.FAIL:
+        # A trial just asked for has no attributes yet: it is a new configuration's first run.
+        if RUN_ATTR not in t.user_attrs or t.state == TrialState.FAIL:
             continue
         number = int(t.user_attrs[CONFIG_ATTR])
         c = found.get(number)
@@ -336,8 +337,7 @@ def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_ep
             trial = study.ask()
             params = suggest(trial, spec.search)
             number, run = trial.number, 0
-            trial.set_user_attr(CONFIG_ATTR, number)
-            trial.set_user_attr(RUN_ATTR, run)
+            record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
         else:
             trial = _start_run(study, step.config, step.run)
             params, number, run = step.config.params, step.config.number, step.run

@@ -25,7 +25,8 @@ from hpo._racing import (
     next_step,
     race,
 )
-from hpo._spec import CategoricalParam, FloatParam, StudySpec
+from hpo._spec import CategoricalParam, FloatParam, StudySpec, load_spec
+from helpers import DATA_DIR, write_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -244,3 +245,20 @@ def test_two_workers_race_one_study_within_the_budget(tmp_path):
     assert epochs_spent(trials) == synthetic.trained <= 40
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert results[-1].choice.number == incumbent(configurations(trials), RaceSettings()).number
+
+
+def test_a_race_with_the_trainer_counts_every_epoch_each_run_trained(tmp_path):
+    spec = load_spec(write_spec(tmp_path, samples=200, epochs=4))
+    study = optuna.create_study(direction="maximize")
+    settings = RaceSettings(folds=3, startup=3, prune_epochs=(2,), prune_margin=0.05)
+    result = race(study, spec, settings, budget_epochs=48, data_dir=str(DATA_DIR))
+    trials = study.get_trials()
+    for t in trials:
+        curve = t.user_attrs["curve"]
+        # a diverged run also counts the epoch it diverged in, which left no accuracy
+        assert t.user_attrs["epochs"] in (len(curve), len(curve) + 1)
+        if t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(curve[-1], abs=1e-4) and len(curve) == 4
+    assert result.epochs == sum(t.user_attrs["epochs"] for t in trials)
+    assert 48 - 4 < result.epochs <= 48
+    assert result.choice.runs == max(c.runs for c in configurations(trials))
