@@ -291,6 +291,13 @@ class FoldEvaluator:
         return None, curve or [0.0], int(trained)
 
 
+def _fits(study: optuna.Study, number: int, epochs: int, budget_epochs: int) -> bool:
+    """Whether a claimed run fits the budget; of runs claimed at once, the earliest go first."""
+    trials = study.get_trials(deepcopy=False)
+    ahead = sum(t.state == TrialState.RUNNING and t.number <= number for t in trials)
+    return epochs_spent(trials) + epochs * ahead <= budget_epochs
+
+
 def _start_run(study: optuna.Study, config: Configuration, run: int) -> optuna.Trial:
     """A running trial for one more run of a configuration, created whole in one write.
 
@@ -341,6 +348,11 @@ def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_ep
         else:
             trial = _start_run(study, step.config, step.run)
             params, number, run = step.config.params, step.config.number, step.run
+        if not _fits(study, trial.number, spec.epochs, budget_epochs):
+            # another worker claimed the last runs between our check and our claim
+            record_trial(trial, {}, {"reason": "over the budget: another worker claimed the last run"})
+            study.tell(trial, state=TrialState.FAIL)
+            break
         reference = leader.curves.get(run) if leader is not None and leader.number != number else None
         value, curve, epochs = evaluate(params, run, number, reference)
         record_trial(trial, {}, {EPOCHS_ATTR: epochs, CURVE_ATTR: [round(v, 4) for v in curve]})

@@ -243,7 +243,10 @@ def test_two_workers_race_one_study_within_the_budget(tmp_path):
     study = optuna.load_study(study_name="arms", storage=url)
     trials = study.get_trials()
     assert epochs_spent(trials) == synthetic.trained <= 40
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    # A run claimed by both workers at the last moment is given up before it trains.
+    given_up = [t for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert all(t.state == TrialState.FAIL and "over the budget" in t.user_attrs["reason"]
+               and "epochs" not in t.user_attrs for t in given_up)
     assert results[-1].choice.number == incumbent(configurations(trials), RaceSettings()).number
 
 
