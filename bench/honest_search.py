@@ -151,20 +151,25 @@ def main() -> None:
     epochs, trials = (20, 20) if args.quick else (50, 100)
     if args.quick:
         args.seeds, args.retrain_seeds = args.seeds[:1], 1
-    settings = json.loads(args.settings)
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--settings is not JSON: {exc}")
     if "hpo" in args.methods:
         from hpo._racing import RaceSettings
 
         # Bad fields fail here, before any work; the stored key holds every setting, defaults too.
-        settings = json.loads(json.dumps(dataclasses.asdict(RaceSettings(**settings))))
+        try:
+            settings = json.loads(json.dumps(dataclasses.asdict(RaceSettings(**settings))))
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--settings: {exc}")
 
     out = Path(args.out)
     stored: dict[str, dict] = {}
     if out.exists() and not args.fresh:
-        kept = json.loads(out.read_text()).get("searches", [])
-        stored = {key({"dataset": "mnist", **r}): {"dataset": "mnist", **r} for r in kept}
-    jobs = [{"dataset": args.dataset, "space": s, "method": m, "seed": seed, "budget": trials * epochs, "epochs": epochs,
-             "settings": settings if m == "hpo" else {}}
+        stored = {key(r): r for r in json.loads(out.read_text()).get("searches", [])}
+    jobs = [{"dataset": args.dataset, "space": s, "method": m, "seed": seed, "budget": trials * epochs,
+             "epochs": epochs, "settings": settings if m == "hpo" else {}}
             for s in args.spaces for m in args.methods for seed in args.seeds]
     todo = [j for j in jobs if key(j) not in stored]
     started = time.perf_counter()
@@ -175,21 +180,20 @@ def main() -> None:
                   f"{result['estimate']:.3f}, {result['spent']} epochs, {result['seconds']:.0f} s", flush=True)
     results = [stored[key(j)] for j in jobs]
 
-    tests: dict[tuple, list[float]] = {}
+    # A configuration chosen twice (by two methods or two seeds) is re-trained once.
     saved = json.loads(out.read_text()).get("tests", {}) if out.exists() and not args.fresh else {}
-    wanted = sorted({(args.dataset, r["space"], epochs, json.dumps(r["params"], sort_keys=True), args.retrain_seeds)
-                     for r in results})
-    missing = [w for w in wanted if json.dumps(w) not in saved]
+
+    def test_key(r: dict) -> tuple:
+        return (args.dataset, r["space"], epochs, json.dumps(r["params"], sort_keys=True), args.retrain_seeds)
+
+    missing = sorted({test_key(r) for r in results if json.dumps(test_key(r)) not in saved})
     with ProcessPoolExecutor(args.jobs) as pool:
         for w, accuracies in zip(missing, pool.map(retrain, missing)):
             saved[json.dumps(w)] = accuracies
-    for w in wanted:
-        tests[w] = saved[json.dumps(w)]
     for r in results:
-        accuracies = tests[(args.dataset, r["space"], epochs, json.dumps(r["params"], sort_keys=True), args.retrain_seeds)]
+        accuracies = saved[json.dumps(test_key(r))]
         r["test"], r["test_runs"] = statistics.fmean(accuracies), accuracies
-    everything = {**stored}
-    out.write_text(json.dumps({"searches": list(everything.values()), "tests": saved}, indent=1))
+    out.write_text(json.dumps({"searches": list(stored.values()), "tests": saved}, indent=1))
     print(f"{len(todo)} searches and {len(missing)} re-trainings in {time.perf_counter() - started:.0f} s "
           f"with {args.jobs} process(es)")
     report(results, args)
