@@ -1,0 +1,368 @@
+"""A raced search: k-fold evidence spent where it decides between the incumbent and a challenger.
+
+A single 100-image validation accuracy varies by about 0.04 between training seeds, so the
+best of 100 single runs is mostly the luckiest draw. Here a configuration is evaluated on the
+k stratified folds of the samples, one run (fold) at a time, and the runs go where they
+decide something, as in SMAC's intensification and irace's racing:
+
+- the incumbent is the configuration with the best mean among those with the most runs;
+- a new configuration gets its first run; while its mean stays within `margin / sqrt(n)` of
+  the incumbent's mean on the same folds (a paired comparison: both were trained with the
+  same seed on the same fold), it gets its next fold, up to the incumbent's count;
+- a challenger that reaches the incumbent's count while still close makes the incumbent run
+  one more fold (up to folds x repeats), and the race goes on;
+- a run that falls `prune_margin` below the incumbent's run on the same fold at a checkpoint
+  epoch is stopped, and its configuration is out;
+- new configurations come from TPE fed with every configuration's mean, not single draws.
+
+The choice is the incumbent: the best mean backed by the most runs, with its standard error.
+
+Every run is one Optuna trial whose user attributes say which configuration (`config`, the
+number of its first trial) and which run (`run`: fold `run % folds`, repeat `run // folds`)
+it is, and how many epochs it trained. The race is a function of the stored trials alone,
+so a crashed race resumes where it stopped and several workers can race one study.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+import trainer
+from hpo._objective import Objective
+from hpo._sampler import trial_seed
+from hpo._space import suggest
+from hpo._spec import ObjectiveSpec, StudySpec
+from hpo._storage import record_trial
+
+CONFIG_ATTR = "config"
+RUN_ATTR = "run"
+EPOCHS_ATTR = "epochs"
+CURVE_ATTR = "curve"
+SEED_STREAM = 3000  # the run seeds: shared by all configurations, distinct from other streams
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """How a raced search spends its budget.
+
+    Attributes:
+        folds: k stratified folds of the samples; a run trains on k-1 folds, validates on one.
+        repeats: seeds per fold at most; the incumbent can gather folds x repeats runs.
+        margin: a challenger stays in the race while its paired deficit to the incumbent is
+            below margin / sqrt(runs); smaller spends fewer runs on challengers.
+        prune_margin: a run is stopped at a checkpoint epoch when its validation accuracy
+            is this far below the incumbent's run on the same fold at the same epoch.
+        prune_epochs: the checkpoint epochs.
+        startup: configurations drawn at random before TPE proposes.
+        sampler: "tpe" or "random".
+    """
+
+    folds: int = 5
+    repeats: int = 1
+    margin: float = 0.08
+    prune_margin: float = 0.15
+    prune_epochs: tuple[int, ...] = (10, 20)
+    startup: int = 10
+    sampler: str = "tpe"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"folds must be an integer >= 2; got {self.folds!r}")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1; got {self.repeats!r}")
+        if not self.margin >= 0 or not self.prune_margin >= 0:
+            raise ValueError(f"margin and prune_margin must be >= 0; got {self.margin!r}, {self.prune_margin!r}")
+        if self.sampler not in ("tpe", "random"):
+            raise ValueError(f"sampler must be 'tpe' or 'random'; got {self.sampler!r}")
+        object.__setattr__(self, "prune_epochs", tuple(self.prune_epochs))
+
+    @property
+    def max_runs(self) -> int:
+        return self.folds * self.repeats
+
+
+@dataclass
+class Configuration:
+    """One configuration and the evidence about it gathered so far."""
+
+    number: int  # the trial number of its first run
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+    values: dict[int, float] = field(default_factory=dict)  # run index -> validation accuracy
+    curves: dict[int, list[float]] = field(default_factory=dict)  # run index -> accuracy per epoch
+    stopped: float | None = None  # a run was stopped or diverged: the accuracy it had reached
+    pending: set[int] = field(default_factory=set)  # runs claimed and not finished
+    epochs: int = 0
+
+    @property
+    def runs(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values.values()) if self.values else float("nan")
+
+    @property
+    def se(self) -> float:
+        """Standard error of the mean; nan with fewer than two runs."""
+        if len(self.values) < 2:
+            return float("nan")
+        return statistics.stdev(self.values.values()) / math.sqrt(len(self.values))
+
+    @property
+    def out(self) -> bool:
+        return self.stopped is not None
+
+
+def configurations(trials: Sequence[FrozenTrial]) -> list[Configuration]:
+    """The configurations of a raced study, with their runs, from its trials."""
+    found: dict[int, Configuration] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        # A trial just asked for has no attributes yet: it is a new configuration's first run.
+        if RUN_ATTR not in t.user_attrs or t.state == TrialState.FAIL:
+            continue
+        number = int(t.user_attrs[CONFIG_ATTR])
+        c = found.get(number)
+        if c is None:
+            c = found[number] = Configuration(number, dict(t.params), dict(t.distributions))
+        run = int(t.user_attrs[RUN_ATTR])
+        c.epochs += int(t.user_attrs.get(EPOCHS_ATTR, 0))
+        if t.state == TrialState.COMPLETE:
+            c.values[run] = float(t.value)
+            c.curves[run] = list(t.user_attrs.get(CURVE_ATTR, []))
+        elif t.state == TrialState.PRUNED:
+            curve = t.user_attrs.get(CURVE_ATTR) or [0.0]
+            c.stopped = float(curve[-1])
+        else:  # RUNNING or WAITING
+            c.pending.add(run)
+    return list(found.values())
+
+
+def epochs_spent(trials: Sequence[FrozenTrial]) -> int:
+    """Every epoch trained by the runs of a raced study: complete, stopped, diverged, failed."""
+    return sum(int(t.user_attrs.get(EPOCHS_ATTR, 0)) for t in trials)
+
+
+def incumbent(configs: Sequence[Configuration], settings: RaceSettings) -> Configuration | None:
+    """The best mean among the configurations with the most runs (capped at folds x repeats)."""
+    alive = [c for c in configs if not c.out and c.runs]
+    if not alive:
+        return None
+    most = min(max(c.runs for c in alive), settings.max_runs)
+    leaders = [c for c in alive if c.runs >= most]
+    return max(leaders, key=lambda c: (c.mean, -c.number))
+
+
+def deficit(challenger: Configuration, leader: Configuration) -> float:
+    """How far the challenger's mean is below the leader's on the runs both have."""
+    common = [r for r in challenger.values if r in leader.values]
+    if not common:
+        return 0.0
+    return statistics.fmean(leader.values[r] for r in common) - statistics.fmean(challenger.values[r] for r in common)
+
+
+def in_race(challenger: Configuration, leader: Configuration, settings: RaceSettings) -> bool:
+    """Still close enough to the incumbent to deserve its next run."""
+    n = len([r for r in challenger.values if r in leader.values])
+    return n == 0 or deficit(challenger, leader) < settings.margin / math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the race does next: a run of an existing configuration, or a new configuration."""
+
+    config: Configuration | None  # None: a new configuration, sampled
+    run: int = 0
+
+
+def next_step(configs: Sequence[Configuration], settings: RaceSettings) -> Step:
+    """The racing rule: race the closest challenger, else strengthen the incumbent, else explore."""
+    leader = incumbent(configs, settings)
+    if leader is None:
+        return Step(None)
+    challengers = [c for c in configs if c is not leader and not c.out and c.runs < leader.runs
+                   and c.runs not in c.pending and in_race(c, leader, settings)]
+    if challengers:
+        closest = min(challengers, key=lambda c: (deficit(c, leader), c.number))
+        return Step(closest, closest.runs)
+    level = [c for c in configs if c is not leader and not c.out and c.runs == leader.runs
+             and in_race(c, leader, settings)]
+    if level and leader.runs < settings.max_runs and leader.runs not in leader.pending:
+        return Step(leader, leader.runs)
+    return Step(None)
+
+
+class EstimateSampler(BaseSampler):
+    """Proposes new configurations from every configuration's mean, one point per configuration.
+
+    The inner sampler (random, or multivariate TPE after `startup` configurations) sees a
+    proxy study holding one complete trial per configuration with its mean as the value; a
+    configuration that was stopped counts with the accuracy it had reached. It is re-seeded
+    from (seed, trial number), so a resumed race or a second worker does not replay draws.
+    """
+
+    def __init__(self, settings: RaceSettings, seed: int):
+        self._settings = settings
+        self._seed = seed
+        self._proxy: tuple[int, Study, BaseSampler] | None = None
+
+    def _inner(self, study: Study, trial: FrozenTrial) -> tuple[Study, BaseSampler]:
+        if self._proxy is None or self._proxy[0] != trial.number:
+            seed = trial_seed(self._seed, trial.number, stream=1)
+            inner: BaseSampler = (RandomSampler(seed=seed) if self._settings.sampler == "random" else TPESampler(
+                n_startup_trials=self._settings.startup, multivariate=True, constant_liar=False, seed=seed))
+            proxy = optuna.create_study(direction="maximize", sampler=inner)
+            trials = study._get_trials(deepcopy=False, use_cache=False)
+            proxy.add_trials([
+                optuna.trial.create_trial(params=c.params, distributions=c.distributions,
+                                          value=c.stopped if c.out else c.mean)
+                for c in configurations(trials) if c.out or c.runs])
+            self._proxy = (trial.number, proxy, inner)
+        return self._proxy[1], self._proxy[2]
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        proxy, inner = self._inner(study, trial)
+        return inner.infer_relative_search_space(proxy, trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        proxy, inner = self._inner(study, trial)
+        return inner.sample_relative(proxy, trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        proxy, inner = self._inner(study, trial)
+        return inner.sample_independent(proxy, trial, param_name, param_distribution)
+
+
+@dataclass(frozen=True)
+class RaceResult:
+    """The choice of a race and what it cost."""
+
+    choice: Configuration
+    epochs: int
+    configurations: int
+
+
+Evaluate = Callable[[dict[str, Any], int, int, "list[float] | None"], "tuple[float | None, list[float], int]"]
+
+
+class FoldEvaluator:
+    """Trains one run (configuration, run index) of a spec on its fold with the trainer.
+
+    Returns (final validation accuracy or None if stopped, accuracy per epoch, epochs trained).
+    A diverged run counts the epoch it diverged in.
+    """
+
+    def __init__(self, spec: StudySpec, settings: RaceSettings, data_dir: str | None = None):
+        self.spec = spec
+        self.settings = settings
+        self.objective = Objective(spec.replace(objective=ObjectiveSpec(folds=settings.folds)), data_dir)
+
+    def __call__(self, params: dict[str, Any], run: int, number: int,
+                 reference: list[float] | None) -> tuple[float | None, list[float], int]:
+        fold = self.objective.folds[run % self.settings.folds]
+        # Every configuration's run r uses the same seed: paired comparisons on common noise.
+        config = self.objective.config(params, trial_seed(self.spec.seed, run, SEED_STREAM))
+        checkpoints = set(self.settings.prune_epochs)
+
+        def on_epoch(metrics: trainer.EpochMetrics, network: Any) -> str | None:
+            e = metrics.epoch
+            if reference and e in checkpoints and e <= len(reference) \
+                    and metrics.val_accuracy < reference[e - 1] - self.settings.prune_margin:
+                return f"stopped at epoch {e}: {metrics.val_accuracy:.3f}, the incumbent had {reference[e - 1]:.3f}"
+            return None
+
+        history = trainer.fit(config, fold.train, fold.validation, callback=on_epoch).history
+        curve = [float(m.val_accuracy) for m in history.epochs]
+        if history.outcome == "completed":
+            return curve[-1], curve, len(curve)
+        trained = history.stop_epoch if history.outcome == "diverged" else len(curve)
+        return None, curve or [0.0], int(trained)
+
+
+def _fits(study: optuna.Study, number: int, epochs: int, budget_epochs: int) -> bool:
+    """Whether a claimed run fits the budget; of runs claimed at once, the earliest go first."""
+    trials = study.get_trials(deepcopy=False)
+    ahead = sum(t.state == TrialState.RUNNING and t.number <= number for t in trials)
+    return epochs_spent(trials) + epochs * ahead <= budget_epochs
+
+
+def _start_run(study: optuna.Study, config: Configuration, run: int) -> optuna.Trial:
+    """A running trial for one more run of a configuration, created whole in one write.
+
+    Not through the study's queue: a queued trial can be claimed by another worker between
+    `enqueue_trial` and `ask`.
+    """
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=config.params,
+                                         distributions=config.distributions,
+                                         user_attrs={CONFIG_ATTR: config.number, RUN_ATTR: run})
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_epochs: int,
+         evaluate: Evaluate | None = None, data_dir: str | None = None) -> RaceResult:
+    """Race configurations of `spec.search` on `study` until `budget_epochs` are spent.
+
+    Args:
+        study: a maximizing study; may already hold runs of this race (it resumes).
+        spec: the space, data, model and training; spec.epochs is the length of a run.
+        settings: the racing rules.
+        budget_epochs: every epoch of every run counts; a run is only started when its full
+            length still fits.
+        evaluate: evaluate(params, run, number, reference_curve) -> (value or None if
+            stopped, curve, epochs); the trainer on the folds by default (tests pass a
+            synthetic one).
+        data_dir: a folder with the data files, searched first.
+
+    Returns:
+        RaceResult(choice, epochs spent, configurations tried).
+    """
+    evaluate = evaluate or FoldEvaluator(spec, settings, data_dir)
+    study.sampler = EstimateSampler(settings, spec.seed)
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        # Runs in progress (other workers') hold their full length of the budget.
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if epochs_spent(trials) + spec.epochs * (running + 1) > budget_epochs:
+            break
+        configs = configurations(trials)
+        step = next_step(configs, settings)
+        leader = incumbent(configs, settings)
+        if step.config is None:
+            trial = study.ask()
+            params = suggest(trial, spec.search)
+            number, run = trial.number, 0
+            record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
+        else:
+            trial = _start_run(study, step.config, step.run)
+            params, number, run = step.config.params, step.config.number, step.run
+        if not _fits(study, trial.number, spec.epochs, budget_epochs):
+            # another worker claimed the last runs between our check and our claim
+            record_trial(trial, {}, {"reason": "over the budget: another worker claimed the last run"})
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        reference = leader.curves.get(run) if leader is not None and leader.number != number else None
+        value, curve, epochs = evaluate(params, run, number, reference)
+        record_trial(trial, {}, {EPOCHS_ATTR: epochs, CURVE_ATTR: [round(v, 4) for v in curve]})
+        if value is None:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    trials = study.get_trials(deepcopy=False)
+    configs = configurations(trials)
+    choice = incumbent(configs, settings)
+    if choice is None:
+        raise ValueError(f"a budget of {budget_epochs} epochs did not complete a single run of {spec.epochs}")
+    return RaceResult(choice, epochs_spent(trials), len(configs))
