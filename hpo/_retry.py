@@ -106,13 +106,14 @@ class Retrier:
         # Turns a failure that is not transient into the project's own error (a read-only file,
         # say), or None to let it pass unchanged.
         self.translate = translate
+        self.recovered: float | None = None  # monotonic time the last outage this process saw ended
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started: float | None = None
         pause = _FIRST_PAUSE
         while True:
             try:
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
             except Exception as exc:
                 if not is_transient(exc):
                     own = self.translate(exc) if self.translate else None
@@ -135,6 +136,10 @@ class Retrier:
                         f"hpo --storage-retry SECONDS or {RETRY_ENV} sets how long to wait") from exc
                 time.sleep(min(pause, max(0.0, started + self.seconds - now)) * random.uniform(0.8, 1.0))
                 pause = min(pause * 2, _MAX_PAUSE)
+            else:
+                if started is not None:
+                    self.recovered = time.monotonic()
+                return result
 
 
 class RetryingStorage(optuna.storages.BaseStorage):
@@ -224,15 +229,28 @@ def _record_heartbeat(self: RetryingStorage, trial_id: int) -> None:
         pass
 
 
+def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
+    # Right after an outage every running trial looks dead: no worker could beat during it. Judge
+    # none for two heartbeat intervals and a retry pause, time enough for the live workers'
+    # heartbeats to land, so that a worker back first does not fail the others' live trials (they
+    # would be run twice, and their workers could not record their results). A worker that really
+    # died is judged later.
+    interval = self.get_heartbeat_interval() or 0
+    recovered = self._retrier.recovered
+    if recovered is not None and time.monotonic() - recovered < 2 * interval + _MAX_PAUSE:
+        return []
+    return self._retrier.call(self._inner._get_stale_trial_ids, study_id)
+
+
 def register_heartbeat_base(heartbeat_base: type) -> None:
     """Make the retrying class that also forwards `heartbeat_base`'s calls (Optuna keeps that
     class in a private module, so the caller that may import it hands it over)."""
     if heartbeat_base in _HEARTBEAT_CLASSES:
         return
     cls = type("RetryingHeartbeatStorage", (RetryingStorage, heartbeat_base),
-               {"record_heartbeat": _record_heartbeat})
+               {"record_heartbeat": _record_heartbeat, "_get_stale_trial_ids": _get_stale_trial_ids})
     for name in _storage_methods(heartbeat_base):
-        if name not in vars(RetryingStorage):
+        if name not in vars(RetryingStorage) and name not in vars(cls):
             setattr(cls, name, _forward(name))
     cls.__abstractmethods__ = frozenset()
     _HEARTBEAT_CLASSES[heartbeat_base] = cls

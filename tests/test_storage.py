@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -576,3 +577,19 @@ def test_the_storage_retry_flag_is_the_bound_of_the_command_and_its_workers(tmp_
         env=cli_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "2.5"
+
+
+def test_right_after_an_outage_no_running_trial_is_judged_dead(tmp_path):
+    """During an outage no worker can send heartbeats, so for a while after it none is judged by
+    them; a trial whose worker really died is judged once that while has passed."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", Heartbeat(interval=1, grace_period=1))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial_id = storage.create_new_trial(internals.study_id(study))
+    storage.record_heartbeat(trial_id)
+    time.sleep(2.5)  # past the grace period: the trial's worker looks dead
+    retrier = retrier_of(storage)
+    assert internals.stale_trial_ids(study) == [trial_id]
+    retrier.recovered = time.monotonic()  # an outage just ended
+    assert internals.stale_trial_ids(study) == []
+    retrier.recovered = time.monotonic() - 60
+    assert internals.stale_trial_ids(study) == [trial_id]
