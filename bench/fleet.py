@@ -114,8 +114,8 @@ def worker(url: str, name: str, target: int, sleep: float, log: dict, barrier: t
             trial_id, _counts, done = _claims.claim_next(handle, target, False)
             if done:
                 return
-            if trial_id is None:
-                time.sleep(0.05)
+            if trial_id is None:  # nothing to claim yet: wait as a worker does, if not as long
+                time.sleep(0.5)
                 continue
             trial = optuna.Trial(handle.study, trial_id)
             suggest(trial)

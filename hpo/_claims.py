@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 TOP_UP_KEY = "hpo:top-up"  # asks `hpo storage serve` to make the missing tickets; never stored
 TICKET_BATCH = 8  # tickets made at once, at least
+LOOKS = 4  # looks at the study before a worker that keeps losing claims waits a poll
+CLAIMS_PER_LOOK = 3  # tickets tried per look: after that the look is likely out of date
 # Looking for dead workers' trials costs a query; a grace period is tens of seconds, so a worker
 # looks every few seconds, not before every claim.
 STALE_CHECK_SECONDS = 5.0
@@ -251,27 +253,28 @@ def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
     if now - _STALE_CHECKED.get(id(storage), -math.inf) >= STALE_CHECK_SECONDS:
         fail_stale(study, claims)
         _STALE_CHECKED[id(storage)] = now
-    counts, waiting = claims.look(study)
-    finished = _finished(counts)
-    if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
-        return None, counts, True
-    if not queue_only and finished + counts["RUNNING"] >= target:
-        return None, counts, False  # the running trials may reach it: wait
-    if not waiting and not queue_only:
-        # Every WAITING trial is read again by every worker's look (Optuna's cache keeps only
-        # finished ones): a batch about the size of the running crowd, not the whole budget.
-        batch = max(TICKET_BATCH, counts["RUNNING"] + 1)
-        claims.top_up(handle, target, batch)
+    for _ in range(LOOKS):
         counts, waiting = claims.look(study)
-    for ticket in _claim_order(waiting):
-        if not claims.claim(ticket.trial_id):
-            continue
-        now = claims.counts(study)
-        if queue_only or _finished(now) + now["RUNNING"] <= target:
-            return ticket.trial_id, counts, False
-        # A claim crossed another one that took the last place: give the ticket back.
-        storage.set_trial_state_values(ticket.trial_id, TrialState.WAITING)
-        return None, counts, False
+        finished = _finished(counts)
+        if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
+            return None, counts, True
+        if not queue_only and finished + counts["RUNNING"] >= target:
+            return None, counts, False  # the running trials may reach it: wait
+        if not waiting and not queue_only:
+            # Every WAITING trial is read again by every worker's look (Optuna's cache keeps only
+            # finished ones): a batch about the size of the running crowd, not the whole budget.
+            claims.top_up(handle, target, max(TICKET_BATCH, counts["RUNNING"] + 1))
+            counts, waiting = claims.look(study)
+        for ticket in _claim_order(waiting)[:CLAIMS_PER_LOOK]:
+            if not claims.claim(ticket.trial_id):
+                continue
+            now = claims.counts(study)
+            if queue_only or _finished(now) + now["RUNNING"] <= target:
+                return ticket.trial_id, counts, False
+            # A claim crossed another one that took the last place: give the ticket back.
+            storage.set_trial_state_values(ticket.trial_id, TrialState.WAITING)
+            return None, counts, False
+        # Other workers took these tickets first: look again rather than wait a poll.
     return None, counts, False
 
 

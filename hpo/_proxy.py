@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
@@ -154,8 +155,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Stop
 
 
-def open_database(url: StorageURL) -> optuna.storages.BaseStorage:
-    """The database storage the proxy serves; ProxyError with one line for anything else."""
+def open_database(url: StorageURL, connections: int = DEFAULT_THREADS) -> optuna.storages.BaseStorage:
+    """The database storage the proxy serves, with at most `connections` connections open;
+    ProxyError with one line for anything else."""
     if url.path is not None and url.sqlite_path is None:  # checked before opening creates the file
         raise ProxyError(f"the gRPC proxy cannot serve the journal {url.masked}: Optuna's proxy serves SQL "
                          "databases only; serve SQLite, PostgreSQL or MySQL, or give workers the journal itself")
@@ -163,7 +165,25 @@ def open_database(url: StorageURL) -> optuna.storages.BaseStorage:
     if internals.rdb_storage(storage) is None:
         raise ProxyError(f"the gRPC proxy cannot serve {url.masked}: it serves SQL databases only "
                          "(SQLite, PostgreSQL, MySQL/MariaDB); give it the database's own URL")
+    _fixed_pool(internals.rdb_storage(storage).engine, connections)
     return storage
+
+
+def _fixed_pool(engine: sqlalchemy.Engine, size: int) -> None:
+    """Exactly `size` pooled connections, none beyond: a pool that opens overflow connections and
+    closes them again under load holds more than `size` at moments, and the point of the proxy is
+    a small, steady number. New connections still come from the engine's own pool (its connect
+    arguments and listeners), detached from it."""
+    original = engine.pool
+
+    def connect():
+        connection = original.connect()
+        connection.detach()
+        return connection.dbapi_connection
+
+    engine.pool = sqlalchemy.pool.QueuePool(connect, pool_size=size, max_overflow=0, pre_ping=True,
+                                            timeout=3600, dialect=engine.dialect)
+    original.dispose()  # the connections opening the storage took
 
 
 # --- The client -----------------------------------------------------------------------------------

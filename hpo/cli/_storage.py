@@ -57,7 +57,7 @@ def serve(
     """Serve a SQLite, PostgreSQL or MySQL database to many workers through Optuna's gRPC storage
     proxy; workers then use --storage grpc://HOST:PORT. Stops on Ctrl-C or SIGTERM."""
     url = resolve_storage(storage)
-    database = _proxy.open_database(url)
+    database = _proxy.open_database(url, threads)
     shown = f"[{host}]" if ":" in host else host
 
     def ready(bound: int) -> None:
