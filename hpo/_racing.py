@@ -21,14 +21,21 @@ Every run is one Optuna trial whose user attributes say which configuration (`co
 number of its first trial) and which run (`run`: fold `run % folds`, repeat `run // folds`)
 it is, and how many epochs it trained. The race is a function of the stored trials alone,
 so a crashed race resumes where it stopped and several workers can race one study.
+
+A spec turns it on with `[objective] method = "race"` (hpo/_spec.py): `hpo study run` then calls
+`run_race`, and `[study] trials = N` is a budget of N x epochs epochs, every epoch of every run
+counted (a run that failed without saying how far it got counts its full length). `race` is the
+same loop without heartbeats, signals or progress, for benchmarks and tests.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import statistics
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -38,6 +45,10 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 import trainer
+from hpo import _claims
+from hpo import _optuna_internals as internals
+from hpo import _study
+from hpo._errors import Interrupted, StorageError, StudyError
 from hpo._objective import Objective
 from hpo._sampler import trial_seed
 from hpo._space import suggest
@@ -49,6 +60,8 @@ RUN_ATTR = "run"
 EPOCHS_ATTR = "epochs"
 CURVE_ATTR = "curve"
 SEED_STREAM = 3000  # the run seeds: shared by all configurations, distinct from other streams
+# Looking for dead workers' runs costs a query; a grace period is tens of seconds.
+STALE_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class RaceSettings:
         prune_epochs: the checkpoint epochs.
         startup: configurations drawn at random before TPE proposes.
         sampler: "tpe" or "random".
+        multivariate: TPE models the parameters jointly.
     """
 
     folds: int = 5
@@ -74,6 +88,16 @@ class RaceSettings:
     prune_epochs: tuple[int, ...] = (10, 20)
     startup: int = 10
     sampler: str = "tpe"
+    multivariate: bool = True
+
+    @classmethod
+    def of(cls, spec: StudySpec) -> "RaceSettings":
+        """A raced spec's settings: [objective] folds, repeats, margins and checkpoints; [sampler]
+        kind and random_trials (the configurations drawn at random before TPE)."""
+        o = spec.objective
+        return cls(folds=o.folds, repeats=o.repeats, margin=o.margin, prune_margin=o.prune_margin,
+                   prune_epochs=tuple(o.prune_epochs), startup=spec.sampler.random_trials,
+                   sampler=spec.sampler.kind, multivariate=spec.sampler.multivariate)
 
     def __post_init__(self) -> None:
         if not isinstance(self.folds, int) or self.folds < 2:
@@ -128,8 +152,9 @@ def configurations(trials: Sequence[FrozenTrial]) -> list[Configuration]:
     """The configurations of a raced study, with their runs, from its trials."""
     found: dict[int, Configuration] = {}
     for t in sorted(trials, key=lambda t: t.number):
-        # A trial just asked for has no attributes yet: it is a new configuration's first run.
-        if RUN_ATTR not in t.user_attrs or t.state == TrialState.FAIL:
+        # A trial just asked for has no attributes yet: it is a new configuration's first run. A race
+        # queues nothing, so a WAITING copy (a retry queued by `hpo study fail-stale`) is not a run.
+        if RUN_ATTR not in t.user_attrs or t.state in (TrialState.FAIL, TrialState.WAITING):
             continue
         number = int(t.user_attrs[CONFIG_ATTR])
         c = found.get(number)
@@ -143,14 +168,20 @@ def configurations(trials: Sequence[FrozenTrial]) -> list[Configuration]:
         elif t.state == TrialState.PRUNED:
             curve = t.user_attrs.get(CURVE_ATTR) or [0.0]
             c.stopped = float(curve[-1])
-        else:  # RUNNING or WAITING
+        else:  # RUNNING
             c.pending.add(run)
     return list(found.values())
 
 
-def epochs_spent(trials: Sequence[FrozenTrial]) -> int:
-    """Every epoch trained by the runs of a raced study: complete, stopped, diverged, failed."""
-    return sum(int(t.user_attrs.get(EPOCHS_ATTR, 0)) for t in trials)
+def epochs_spent(trials: Sequence[FrozenTrial], length: int = 0) -> int:
+    """Every epoch trained by the runs of a raced study: complete, stopped, diverged, failed.
+
+    A failed run that did not record its epochs (its worker died) counts `length`, a run's full
+    length: the budget may be overcounted, never undercounted.
+    """
+    return sum(int(t.user_attrs[EPOCHS_ATTR]) if EPOCHS_ATTR in t.user_attrs
+               else length if t.state == TrialState.FAIL and RUN_ATTR in t.user_attrs else 0
+               for t in trials)
 
 
 def incumbent(configs: Sequence[Configuration], settings: RaceSettings) -> Configuration | None:
@@ -220,13 +251,20 @@ class EstimateSampler(BaseSampler):
         if self._proxy is None or self._proxy[0] != trial.number:
             seed = trial_seed(self._seed, trial.number, stream=1)
             inner: BaseSampler = (RandomSampler(seed=seed) if self._settings.sampler == "random" else TPESampler(
-                n_startup_trials=self._settings.startup, multivariate=True, constant_liar=False, seed=seed))
+                n_startup_trials=self._settings.startup, multivariate=self._settings.multivariate,
+                constant_liar=False, seed=seed))
             proxy = optuna.create_study(direction="maximize", sampler=inner)
-            trials = study._get_trials(deepcopy=False, use_cache=False)
+            configs = configurations(study.get_trials(deepcopy=False))  # read afresh, past ask's cache
             proxy.add_trials([
                 optuna.trial.create_trial(params=c.params, distributions=c.distributions,
                                           value=c.stopped if c.out else c.mean)
-                for c in configurations(trials) if c.out or c.runs])
+                for c in configs if c.out or c.runs])
+            # New configurations other workers are running now count as the worst accuracy (a
+            # constant liar: TPE's own would write to the proxy's trial, which is not there), so
+            # that two workers do not race the same point.
+            proxy.add_trials([
+                optuna.trial.create_trial(params=c.params, distributions=c.distributions, value=0.0)
+                for c in configs if c.pending and not c.runs and not c.out])
             self._proxy = (trial.number, proxy, inner)
         return self._proxy[1], self._proxy[2]
 
@@ -268,6 +306,8 @@ class FoldEvaluator:
         self.spec = spec
         self.settings = settings
         self.objective = Objective(spec.replace(objective=ObjectiveSpec(folds=settings.folds)), data_dir)
+        self.on_epoch: Callable[[int, int], None] | None = None  # (epoch, epochs), for progress
+        self.trained = 0  # epochs the current run has trained: what an interrupted run counts
 
     def __call__(self, params: dict[str, Any], run: int, number: int,
                  reference: list[float] | None) -> tuple[float | None, list[float], int]:
@@ -275,9 +315,12 @@ class FoldEvaluator:
         # Every configuration's run r uses the same seed: paired comparisons on common noise.
         config = self.objective.config(params, trial_seed(self.spec.seed, run, SEED_STREAM))
         checkpoints = set(self.settings.prune_epochs)
+        self.trained = 0
 
         def on_epoch(metrics: trainer.EpochMetrics, network: Any) -> str | None:
-            e = metrics.epoch
+            e = self.trained = metrics.epoch
+            if self.on_epoch is not None:
+                self.on_epoch(e, config.epochs)
             if reference and e in checkpoints and e <= len(reference) \
                     and metrics.val_accuracy < reference[e - 1] - self.settings.prune_margin:
                 return f"stopped at epoch {e}: {metrics.val_accuracy:.3f}, the incumbent had {reference[e - 1]:.3f}"
@@ -295,7 +338,7 @@ def _fits(study: optuna.Study, number: int, epochs: int, budget_epochs: int) -> 
     """Whether a claimed run fits the budget; of runs claimed at once, the earliest go first."""
     trials = study.get_trials(deepcopy=False)
     ahead = sum(t.state == TrialState.RUNNING and t.number <= number for t in trials)
-    return epochs_spent(trials) + epochs * ahead <= budget_epochs
+    return epochs_spent(trials, epochs) + epochs * ahead <= budget_epochs
 
 
 def _start_run(study: optuna.Study, config: Configuration, run: int) -> optuna.Trial:
@@ -307,13 +350,66 @@ def _start_run(study: optuna.Study, config: Configuration, run: int) -> optuna.T
     template = optuna.trial.create_trial(state=TrialState.RUNNING, params=config.params,
                                          distributions=config.distributions,
                                          user_attrs={CONFIG_ATTR: config.number, RUN_ATTR: run})
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    trial_id = internals.study_storage(study).create_new_trial(internals.study_id(study), template_trial=template)
     return optuna.Trial(study, trial_id)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker has claimed: its trial, configuration, run index and reference curve."""
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    number: int
+    run: int
+    reference: list[float] | None
+
+
+def claim_run(study: optuna.Study, spec: StudySpec, settings: RaceSettings,
+              budget_epochs: int) -> tuple[Claim | None, int]:
+    """The next run of the race, claimed (RUNNING), or None when no run fits the budget now.
+
+    Returns (the claim or None, how many runs are running besides it). Runs in progress (other
+    workers') hold their full length of the budget; None while some run means the budget may
+    free up (a run stopped early), none running means the race is over.
+    """
+    trials = study.get_trials(deepcopy=False)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if epochs_spent(trials, spec.epochs) + spec.epochs * (running + 1) > budget_epochs:
+        return None, running
+    configs = configurations(trials)
+    step = next_step(configs, settings)
+    leader = incumbent(configs, settings)
+    if step.config is None:
+        trial = study.ask()
+        params = suggest(trial, spec.search)
+        number, run = trial.number, 0
+        record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
+    else:
+        trial = _start_run(study, step.config, step.run)
+        params, number, run = step.config.params, step.config.number, step.run
+    if not _fits(study, trial.number, spec.epochs, budget_epochs):
+        # another worker claimed the last runs between our check and our claim
+        record_trial(trial, {}, {EPOCHS_ATTR: 0, "reason": "over the budget: another worker claimed the last run"})
+        study.tell(trial, state=TrialState.FAIL)
+        return None, running + 1
+    reference = leader.curves.get(run) if leader is not None and leader.number != number else None
+    return Claim(trial, params, number, run, reference), running
+
+
+def _finish(study: optuna.Study, claim: Claim, value: float | None, curve: list[float], epochs: int) -> FrozenTrial:
+    record_trial(claim.trial, {}, {EPOCHS_ATTR: epochs, CURVE_ATTR: [round(v, 4) for v in curve]})
+    if value is None:
+        return study.tell(claim.trial, state=TrialState.PRUNED)
+    return study.tell(claim.trial, value)
 
 
 def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_epochs: int,
          evaluate: Evaluate | None = None, data_dir: str | None = None) -> RaceResult:
     """Race configurations of `spec.search` on `study` until `budget_epochs` are spent.
+
+    The loop without heartbeats, signals or progress (benchmarks, tests); `hpo study run` calls
+    `run_race`.
 
     Args:
         study: a maximizing study; may already hold runs of this race (it resumes).
@@ -332,37 +428,205 @@ def race(study: optuna.Study, spec: StudySpec, settings: RaceSettings, budget_ep
     evaluate = evaluate or FoldEvaluator(spec, settings, data_dir)
     study.sampler = EstimateSampler(settings, spec.seed)
     while True:
-        trials = study.get_trials(deepcopy=False)
-        # Runs in progress (other workers') hold their full length of the budget.
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if epochs_spent(trials) + spec.epochs * (running + 1) > budget_epochs:
+        claim, _ = claim_run(study, spec, settings, budget_epochs)
+        if claim is None:
             break
-        configs = configurations(trials)
-        step = next_step(configs, settings)
-        leader = incumbent(configs, settings)
-        if step.config is None:
-            trial = study.ask()
-            params = suggest(trial, spec.search)
-            number, run = trial.number, 0
-            record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
-        else:
-            trial = _start_run(study, step.config, step.run)
-            params, number, run = step.config.params, step.config.number, step.run
-        if not _fits(study, trial.number, spec.epochs, budget_epochs):
-            # another worker claimed the last runs between our check and our claim
-            record_trial(trial, {}, {"reason": "over the budget: another worker claimed the last run"})
-            study.tell(trial, state=TrialState.FAIL)
-            break
-        reference = leader.curves.get(run) if leader is not None and leader.number != number else None
-        value, curve, epochs = evaluate(params, run, number, reference)
-        record_trial(trial, {}, {EPOCHS_ATTR: epochs, CURVE_ATTR: [round(v, 4) for v in curve]})
-        if value is None:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
+        _finish(study, claim, *evaluate(claim.params, claim.run, claim.number, claim.reference))
     trials = study.get_trials(deepcopy=False)
     configs = configurations(trials)
     choice = incumbent(configs, settings)
     if choice is None:
         raise ValueError(f"a budget of {budget_epochs} epochs did not complete a single run of {spec.epochs}")
-    return RaceResult(choice, epochs_spent(trials), len(configs))
+    return RaceResult(choice, epochs_spent(trials, spec.epochs), len(configs))
+
+
+# --- The race as `hpo study run` runs it ---------------------------------------------------------
+
+
+def budget_epochs(spec: StudySpec, target: int) -> int:
+    """A raced study's budget: `target` single-split trials' worth of epochs."""
+    return target * spec.epochs
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A raced study at a glance: its configurations, the choice, the budget spent."""
+
+    configurations: list[Configuration]
+    choice: Configuration | None
+    spent: int  # epochs, every run's
+    budget: int  # epochs: the current target x epochs
+    running: int
+    settings: RaceSettings
+
+    @property
+    def over(self) -> bool:
+        """No further run fits the budget and none is running: the race has ended."""
+        return not self.running and self.spent + self.run_length > self.budget
+
+    run_length: int = 0
+
+
+def standing(handle: "_study.StudyHandle", target: int | None = None) -> Standing:
+    """Where a raced study stands (target: its current one by default)."""
+    spec = handle.spec
+    settings = RaceSettings.of(spec)
+    trials = handle.trials()
+    configs = configurations(trials)
+    target = target or _study.current_target(handle.study, spec)
+    return Standing(configs, incumbent(configs, settings), epochs_spent(trials, spec.epochs),
+                    budget_epochs(spec, target), sum(t.state == TrialState.RUNNING for t in trials),
+                    settings, spec.epochs)
+
+
+def ranked_configurations(now: Standing) -> list[Configuration]:
+    """The configurations in the race's order: the choice, then by runs (capped), then by mean;
+    those stopped last."""
+    cap = now.settings.max_runs
+
+    def order(c: Configuration) -> tuple:
+        return (c is not now.choice, c.out, -min(c.runs, cap), -(c.mean if c.runs else -1.0), c.number)
+
+    return sorted(now.configurations, key=order)
+
+
+def state_of(c: Configuration, now: Standing) -> str:
+    if c is now.choice:
+        return "choice"
+    if c.out:
+        return "stopped"
+    return "running" if c.pending else "raced"
+
+
+def evidence(c: Configuration, now: Standing) -> dict[str, Any]:
+    """One configuration's evidence, JSON-ready: runs and folds evaluated, mean, standard error."""
+    folds = now.settings.folds
+    return {"number": c.number, "state": state_of(c, now), "runs": c.runs,
+            "folds": sorted({r % folds for r in c.values}),
+            "mean": _finite(c.mean), "stderr": _finite(c.se), "values": [c.values[r] for r in sorted(c.values)],
+            "stopped_at": c.stopped, "epochs": c.epochs, "params": dict(c.params)}
+
+
+def leader_text(c: Configuration | None) -> str:
+    """The incumbent for people: number, mean ± standard error, runs."""
+    if c is None:
+        return "no incumbent yet"
+    se = "" if math.isnan(c.se) else f" ± {c.se:.3f}"
+    return f"incumbent #{c.number} {c.mean:.4f}{se} ({c.runs} run{'s' if c.runs != 1 else ''})"
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def run_race(handle: "_study.StudyHandle", target: int, timeout: float | None = None,
+             on_progress: Callable[["_study.Progress"], None] | None = None, data_dir: str | None = None,
+             poll_seconds: float = 2.0) -> "_study.RunResult":
+    """Race the study until its budget (`target` x epochs epochs) is spent, as `hpo study run` does.
+
+    Every run is a trial with heartbeats; runs of dead workers are failed (they count their full
+    length); Ctrl-C or SIGTERM records the running run as failed with the epochs it trained and
+    raises Interrupted. Several workers (processes, machines) may race one study: each claims runs
+    in the storage, and a run claimed past the budget is given up before it trains.
+
+    Args:
+        handle: the open study (its spec has [objective] method = "race").
+        target: the budget in single-split trials; stored as the study's current target.
+        timeout: start no new run after this many seconds.
+        on_progress: called with a `Progress` in epochs (done: spent, target: the budget) when
+            a run starts and ends, at each epoch, and while this worker waits for others.
+        data_dir: the folder with the data files.
+        poll_seconds: how often a waiting worker looks at the study again.
+    """
+    study, spec = handle.study, handle.spec
+    settings = RaceSettings.of(spec)
+    budget = budget_epochs(spec, target)
+    evaluator = FoldEvaluator(spec, settings, data_dir)
+    study.sampler = EstimateSampler(settings, spec.seed)
+    started = time.monotonic()
+    report = on_progress or (lambda progress: None)
+    ran = trained = 0
+    stale_checked = -math.inf
+
+    def progress(last: FrozenTrial | None, running: dict[int, tuple[int, int]], elsewhere: int) -> "_study.Progress":
+        now = standing(handle, target)
+        return _study.Progress(now.spent, budget, trained, None, last, time.monotonic() - started, running,
+                               elsewhere, unit="epochs", leader=leader_text(now.choice))
+
+    while timeout is None or time.monotonic() - started < timeout:
+        claim = None
+        with _study.HeldInterrupt() as held:
+            if time.monotonic() - stale_checked >= STALE_CHECK_SECONDS:
+                _fail_stale(study)
+                stale_checked = time.monotonic()
+            internals.forget_cached_trials(study)
+            claim, running = claim_run(study, spec, settings, budget)
+        if held.received:
+            if claim is not None:
+                _fail_run(study, claim.trial, 0, _study.REASONS[held.received])
+                raise Interrupted(f"{_study.STOPPED[held.received]}: run {claim.trial.number} was recorded "
+                                  "as failed", held.received)
+            raise Interrupted(f"{_study.STOPPED[held.received]} between runs, nothing lost", held.received)
+        if claim is None:
+            if not running:
+                break
+            report(progress(None, {}, running))  # others' runs hold the rest of the budget: wait
+            time.sleep(poll_seconds)
+            continue
+        number = claim.trial.number
+        latest = progress(None, {number: (0, spec.epochs)}, running)
+        report(latest)
+
+        def on_epoch(epoch: int, epochs: int) -> None:
+            report(replace(latest, elapsed=time.monotonic() - started, running={number: (epoch, epochs)}))
+
+        evaluator.on_epoch = on_epoch if on_progress else None
+        frozen = _run_one(study, claim, evaluator)
+        ran += 1
+        trained += int(frozen.user_attrs.get(EPOCHS_ATTR, 0))
+        report(progress(frozen, {}, sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))))
+    counts = _study.count_states(study)
+    now = standing(handle, target)
+    best = study.get_trials(deepcopy=False)[now.choice.number] if now.choice is not None else None
+    return _study.RunResult(ran, _study.finished_count(counts), target, best, now.over, counts,
+                            epochs=(now.spent, now.budget))
+
+
+def _run_one(study: optuna.Study, claim: Claim, evaluator: FoldEvaluator) -> FrozenTrial:
+    """Train one claimed run with heartbeats; record it, or record why it failed."""
+    trial = claim.trial
+    with internals.heartbeat(study, trial):
+        try:
+            value, curve, epochs = evaluator(claim.params, claim.run, claim.number, claim.reference)
+        except (KeyboardInterrupt, _study.Terminated) as exc:
+            signum = signal.SIGTERM if isinstance(exc, _study.Terminated) else signal.SIGINT
+            _fail_run(study, trial, evaluator.trained, _study.REASONS[signum])
+            raise Interrupted(f"{_study.STOPPED[signum]}: run {trial.number} was recorded as failed "
+                              f"after {evaluator.trained} epochs", signum) from None
+        except (StorageError, StudyError):
+            raise
+        except Exception as exc:  # a real error: keep the reason on the run, stop the race
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _fail_run(study, trial, evaluator.trained, reason)
+            raise StudyError(f"run {trial.number} failed: {reason}") from exc
+    with _study.HeldInterrupt() as held:
+        frozen = _finish(study, claim, value, curve, epochs)
+    if held.received:
+        raise Interrupted(f"{_study.STOPPED[held.received]} after run {trial.number} finished, nothing lost",
+                          held.received)
+    return frozen
+
+
+def _fail_run(study: optuna.Study, trial: optuna.Trial, epochs: int, reason: str) -> None:
+    """A run that ends without a result: failed, with the epochs it trained (they count)."""
+    with _study.HeldInterrupt():
+        record_trial(trial, {}, {EPOCHS_ATTR: int(epochs)})
+        _study._fail(study, trial, reason)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail the runs whose worker stopped sending heartbeats. No retry is queued: the race decides
+    again what to run, and such a run counts its full length."""
+    claims = _claims.claims_for(internals.study_storage(study))
+    for trial_id in internals.stale_trial_ids(study):
+        claims.fail(trial_id)

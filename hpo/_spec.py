@@ -27,6 +27,7 @@ from trainer import (
     OneOf,
     Real,
     Rule,
+    Sizes,
     TrainConfig,
 )
 
@@ -35,6 +36,7 @@ from hpo._errors import SpecError
 DATASETS = tuple(REGISTRY)
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
+METHODS = ("single", "race")
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,22 @@ class PrunerSpec:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    repeats: int = key(Integer(low=1), "training runs with different seeds per trial, averaged", 1)
+    repeats: int = key(Integer(low=1), "training runs with different seeds per trial, averaged; race: seeds "
+                       "per fold at most (the incumbent gathers up to folds x repeats runs)", 1)
     folds: int = key(
         Integer(low=1, high=20, skip=(2,), wording="1 (a single validation split) or 3 to 20"),
-        "k-fold cross-validation on the training samples when more than 1", 1)
+        "k-fold cross-validation on the training samples when more than 1; race: the folds raced on", 1)
+    method: str = key(OneOf(METHODS), "single: every trial trains its configuration once per fold and "
+                      "repeat; race: each run is one fold, raced against the incumbent (docs/search.md)", "single")
+    margin: float = key(Real(0, None, closed="left"), "race: a challenger gets its next fold while its "
+                        "paired deficit to the incumbent is below margin / sqrt(runs)", 0.08)
+    prune_margin: float = key(Real(0, None, closed="left"), "race: a run is stopped at a checkpoint epoch "
+                              "this far below the incumbent's run on the same fold", 0.15)
+    prune_epochs: tuple[int, ...] = key(Sizes(), "race: the checkpoint epochs ([] never stops a run)", (10, 20))
+
+    @property
+    def raced(self) -> bool:
+        return self.method == "race"
 
 
 # The trainer's fields a spec may fix ([model], [training]) or search ([search.<name>]). Rules
@@ -233,7 +247,8 @@ SEARCHABLE = tuple(k.name for k in TRAINER_KEYS if k.searchable)
 class StudySpec:
     name: str = key(Text(1, 200), "the study's name in its storage", example="my-study")
     seed: int = key(Integer(low=0), "seed of the sampler and of every trial's training runs", 0)
-    trials: int = key(Integer(low=1), "the default target of `hpo study run`", 100)
+    trials: int = key(Integer(low=1), "the default target of `hpo study run`; a raced study's target is a "
+                      "budget of epochs: trials x [training] epochs, every epoch of every run counted", 100)
     description: str = key(Text(), "what the study is for, for people", "")
     priority: int = key(Integer(), "`hpo worker` runs trials of higher-priority studies first; equal "
                         "priorities share the workers (`hpo study priority` changes it later)", 0)
@@ -322,7 +337,8 @@ def _holders(spec: StudySpec) -> dict[str, Any]:
 def _section_dict(holder: Any) -> dict[str, Any]:
     # None stands for a key left out (TOML has no null), so it is not written.
     values = {k.name: getattr(holder, k.name) for k in _dataclass_keys("", type(holder))}
-    return {name: value for name, value in values.items() if value is not None}
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in values.items() if value is not None}
 
 
 def _dataclass_keys(section: str, cls: type) -> tuple[Key, ...]:
@@ -490,12 +506,31 @@ class _Parser:
         self.check_samples(data)
         fixed = self.parse_fixed(document)
         search = self.parse_search(self.table(document, "search"), fixed)
-        return StudySpec(
+        spec = StudySpec(
             **study, data=data, fixed=fixed, search=search,
             sampler=SamplerSpec(**self.section(document, "sampler")),
             pruner=PrunerSpec(**self.section(document, "pruner")),
             objective=ObjectiveSpec(**self.section(document, "objective")),
         )
+        self.check_race(spec)
+        return spec
+
+    def check_race(self, spec: StudySpec) -> None:
+        """A race reads folds and repeats as its own and stops runs itself: say so when a spec disagrees."""
+        objective = spec.objective
+        if not objective.raced:
+            return
+        if objective.folds == 1:
+            raise self.fail("[objective] folds", "must be 3 to 20 when method = \"race\" (a race runs one fold "
+                            "at a time)", objective.folds, fix="folds = 5 is what docs/search.md measured")
+        if spec.pruner.kind != "none":
+            raise self.fail("[pruner] kind", "must be \"none\" when [objective] method = \"race\"",
+                            spec.pruner.kind, fix="the race stops hopeless runs itself: set [objective] "
+                            "prune_margin and prune_epochs")
+        late = [e for e in objective.prune_epochs if e >= spec.epochs]
+        if late:
+            raise self.fail("[objective] prune_epochs", f"must be below [training] epochs = {spec.epochs}",
+                            list(objective.prune_epochs), fix="use earlier checkpoints, or [] for none")
 
     def check_samples(self, data: DataSpec) -> None:
         pool = REGISTRY[data.dataset].pool_size

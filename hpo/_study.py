@@ -198,6 +198,10 @@ class Progress:
     # This machine's running trials: number -> (epochs done, epochs in all).
     running: dict[int, tuple[int, int]] = field(default_factory=dict)
     elsewhere: int = 0  # running trials of other workers, on other machines or in other runs
+    # A raced study counts its budget in epochs (done, target and ran are epochs) and its best is
+    # the incumbent's estimate, said in `leader`, not a single trial.
+    unit: str = "trials"
+    leader: str | None = None
 
     @property
     def seconds_left(self) -> float | None:
@@ -214,12 +218,14 @@ class RunResult:
     best: FrozenTrial | None
     reached_target: bool
     counts: dict[str, int] = field(default_factory=dict)
+    epochs: tuple[int, int] | None = None  # a raced study: (epochs spent, the budget in epochs)
 
 
 def run(handle: StudyHandle, target: int | None = None, timeout: float | None = None,
         on_progress: Callable[[Progress], None] | None = None, data_dir: str | None = None,
         poll_seconds: float = 2.0) -> RunResult:
-    """Run trials until the study holds `target` finished trials (complete + pruned).
+    """Run trials until the study holds `target` finished trials (complete + pruned); a raced
+    study ([objective] method = "race") runs its race until `target` x epochs epochs are spent.
 
     Trials that other workers are running count as on their way: this worker waits for them,
     rather than overshoot, and takes over a retry if one of them dies. Ctrl-C or SIGTERM fails
@@ -238,6 +244,14 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
     """
     study = handle.study
     target = set_target(handle, target)
+    if handle.spec.objective.raced:
+        from hpo._racing import run_race  # the race builds on this module
+
+        def loop() -> RunResult:
+            return run_race(handle, target, timeout, on_progress, data_dir, poll_seconds)
+    else:
+        def loop() -> RunResult:
+            return _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_seconds)
     # A queue-only study (confirmation runs) runs the trials enqueued in it and nothing else.
     queue_only = bool(study.user_attrs.get(QUEUE_ONLY_ATTR))
     objective = Objective(handle.spec, data_dir)
@@ -245,7 +259,7 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
     # (and other workers) for the cores. More cores: more workers.
     with threadpool_limits(limits=1, user_api="blas"), sigterm_raises():
         try:
-            return _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_seconds)
+            return loop()
         except KeyboardInterrupt:
             raise Interrupted(f"{STOPPED[signal.SIGINT]} between trials, nothing lost", signal.SIGINT) from None
         except Terminated:

@@ -1,6 +1,7 @@
 """Study specs: the bundled ones parse, round-trip, and every bad spec gets its one-line message."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,17 @@ def test_searched_and_fixed_fields_make_the_trainer_config():
     assert config.hidden_sizes == (100,) * 4 and config.seed == 3
 
 
+def test_a_raced_spec_reads_its_settings_from_objective_and_sampler(tmp_path):
+    from hpo._racing import RaceSettings
+
+    spec = load_spec(STUDIES / "book-raced.toml")
+    assert spec.objective.raced and not load_spec(STUDIES / "book.toml").objective.raced
+    settings = RaceSettings.of(spec)
+    assert (settings.folds, settings.repeats, settings.margin, settings.prune_margin, settings.prune_epochs,
+            settings.startup, settings.sampler) == (5, 1, 0.08, 0.15, (10, 20), 10, "tpe")
+    assert parse_spec(tomllib.loads(spec.to_toml())) == spec
+
+
 def test_hidden_layers_and_units_shorthand():
     spec = parse_spec({"study": {"name": "t"}, "model": {"hidden_layers": 3},
                        "search": {"hidden_units": {"type": "int", "low": 16, "high": 64}}})
@@ -99,6 +111,14 @@ BAD_SPECS = [
      r"\[search.hidden_units\] must be an integer >= 1; got 'wide'$"),
     ('[study]\nname = "t"\n[search.epochs]\ntype = "float"\nlow = 1\nhigh = 9\n',
      r"\[search.epochs\] type must be int for an integer key; got 'float' \(use type = \"int\"\)$"),
+    # A race runs one fold at a time and stops runs itself.
+    ('[study]\nname = "t"\n[objective]\nmethod = "race"\n',
+     r"\[objective\] folds must be 3 to 20 when method = \"race\" .*; got 1 \(folds = 5 is what docs/search.md"),
+    ('[study]\nname = "t"\n[objective]\nmethod = "race"\nfolds = 5\n[pruner]\nkind = "median"\n',
+     r"\[pruner\] kind must be \"none\" when \[objective\] method = \"race\"; got 'median' \(the race stops"),
+    ('[study]\nname = "t"\n[training]\nepochs = 10\n[objective]\nmethod = "race"\nfolds = 5\n',
+     r"\[objective\] prune_epochs must be below \[training\] epochs = 10; got \[10, 20\]"),
+    ('[study]\nname = "t"\n[objective]\nmethod = "raced"\n', r"\[objective\] method must be one of single, race; got 'raced'"),
     ('[study]\nname = "t"\n[extra]\nx = 1\n', r"\[extra\] is not a known section"),
     ('[study\nname = "t"\n', r"not valid TOML"),
 ]
@@ -249,5 +269,6 @@ def test_stored_specs_keep_their_exact_form():
     for section, values in pinned.items():
         assert {k: v for k, v in stored[section].items() if k in values} == values
         added = {k.name: k for k in keys(section) if k.name in stored[section] and k.name not in values}
-        assert {name: stored[section][name] for name in added} == {name: k.default for name, k in added.items()}
+        assert {name: stored[section][name] for name in added} == {
+            name: list(k.default) if isinstance(k.default, tuple) else k.default for name, k in added.items()}
         assert set(stored[section]) == set(values) | set(added)

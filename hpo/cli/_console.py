@@ -93,7 +93,8 @@ class _Line:
 def status(progress: Progress, since: float = 0.0, running: bool = False) -> str:
     """done/target, best, (this machine's running trials,) elapsed, time left, trials elsewhere."""
     best = f"best {fmt(progress.best.value)} (#{progress.best.number})" if progress.best else "no best yet"
-    parts = [f"{progress.done}/{progress.target}", best]
+    done = f"{progress.done}/{progress.target}" + (f" {progress.unit}" if progress.unit != "trials" else "")
+    parts = [done, progress.leader or best]
     if running:
         parts += [f"#{number} epoch {epoch}/{epochs}" for number, (epoch, epochs) in sorted(progress.running.items())]
     left = progress.seconds_left
