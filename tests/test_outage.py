@@ -99,3 +99,26 @@ def test_workers_that_lose_their_storage_end_with_their_own_line_in_the_parent(t
     assert len(errors) == 1, err
     assert "storage " in errors[0] and "unreachable for 4 s" in errors[0]
     assert "Traceback" not in err
+
+
+def test_an_outage_longer_than_the_grace_period_fails_no_live_trial(tmp_path, server):
+    """Every heartbeat stops during an outage; the worker back first must not take the others'
+    live trials for dead ones."""
+    name = unique("outage")
+    spec = write_spec(tmp_path, "o", trials=30, epochs=40, samples=600)
+    assert hpo("study", "create", str(spec), "--name", name, "--storage", server.url,
+               "--heartbeat-interval", "1", "--grace-period", "2").returncode == 0
+    run = hpo_popen("study", "run", name, "--workers", "2", "--quiet", cwd=tmp_path, HPO_STORAGE=server.url)
+    _wait_for_finished(server.url, name, 1, run)
+    while sum(t.state.name == "RUNNING" for t in _trials(server.url, name)) < 2:
+        assert run.poll() is None, run.communicate()[1]
+        time.sleep(0.1)
+    server.stop()
+    time.sleep(6)  # three grace periods
+    server.start()
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert "Traceback" not in err
+    trials = _trials(server.url, name)
+    assert sum(t.state.name in FINISHED for t in trials) == 30
+    assert not [t.number for t in trials if t.state.name in ("FAIL", "RUNNING")]
