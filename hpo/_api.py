@@ -157,25 +157,16 @@ def evaluate(study: Study, *, seeds: int = _evaluate.DEFAULT_SEEDS, force: bool 
 
 
 def best(study: Study, storage: Storage = None) -> dict[str, Any]:
-    """The best configuration, as `hpo study best --json`: the confirmed one when `confirm` has run,
-    else the best single trial.
+    """The chosen configuration and the estimate it rests on, as `hpo study best --json`: the race's
+    choice for a raced study, else the confirmed one when `confirm` has run, else the best trial.
 
-    Returns a dict with number, state, value, params, epochs, phase, seconds, reason, source
-    ("confirmed" or "single run") and, when confirmed, `confirmed` (mean, sd, seeds, top, date).
-    Raises StudyError when the study has no complete trial.
+    Returns a dict with number, state, value (the estimate: the race's mean over its folds, the
+    confirmed mean, or the single run), stderr (None for a single run), runs (folds raced or seeds
+    confirmed), single_run_value (the trial's own number), params, epochs, phase, seconds, reason,
+    source ("race", "confirmed" or "single run") and, when confirmed, `confirmed` (mean, sd, seeds,
+    top, date). Raises StudyError when there is nothing to choose yet.
     """
-    handle = _handle(study, storage)
-    trial = _study.best_trial(handle.study)
-    if trial is None:
-        raise StudyError(f"study '{handle.name}' has no complete trial yet; run it first")
-    confirmed = _confirm.confirmed_choice(handle.study)
-    if confirmed:
-        trial = handle.study.trials[confirmed["trial"]]
-    summary = _study.trial_summary(trial)
-    summary["source"] = "confirmed" if confirmed else "single run"
-    if confirmed:
-        summary["confirmed"] = {k: confirmed[k] for k in ("mean", "sd", "seeds", "top", "date")}
-    return summary
+    return _evaluate.best_summary(_handle(study, storage))
 
 
 def best_trial(study: Study | optuna.Study, storage: Storage = None) -> FrozenTrial | None:

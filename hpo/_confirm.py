@@ -97,6 +97,12 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
     """Retrain the `top` best distinct configurations `seeds` times; rank by mean; remember the winner."""
     if handle.name.endswith(SUFFIX):
         raise StudyError(f"'{handle.name}' holds confirmation runs; confirm its parent study instead")
+    if handle.spec.objective.raced:
+        # Its choice already rests on folds, and seed re-runs outside the race would spend epochs
+        # the budget does not count.
+        raise StudyError(f"study '{handle.name}' is raced: its choice is already a mean over "
+                         f"{handle.spec.objective.folds} folds with its standard error (`hpo study best "
+                         f"{handle.name}`); to gather more evidence, raise [objective] repeats in a new study")
     candidates = distinct_best(handle, top)
     if not candidates:
         raise StudyError(f"study '{handle.name}' has no complete trial to confirm; "

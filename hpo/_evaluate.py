@@ -24,7 +24,7 @@ from hpo._errors import StudyError
 from hpo._notes import refresh as refresh_note
 from hpo._objective import _dtype
 from hpo._sampler import trial_seed
-from hpo._study import StudyHandle, best_trial
+from hpo._study import StudyHandle, best_trial, trial_summary
 
 TEST_RESULT_ATTR = "test_result"
 SEED_STREAM = 2000  # seeds of the final runs never coincide with search or confirmation seeds
@@ -33,22 +33,39 @@ DEFAULT_SEEDS = 3
 
 @dataclass(frozen=True)
 class Choice:
-    """The configuration to evaluate and why it was chosen."""
+    """The configuration to evaluate and the estimate the choice rests on."""
 
-    trial: int
+    trial: int  # its trial; for a race, the configuration's first run
     params: dict[str, Any]
-    source: str  # "confirmed" or "best trial"
-    validation: float  # its validation accuracy: the confirmed mean, or the single run
+    source: str  # "race", "confirmed" or "best trial"
+    validation: float  # the estimate: the race's mean, the confirmed mean, or the single run
     detail: str  # for people
+    stderr: float | None = None  # of the estimate; None for a single run (or a mean of one)
+    runs: int = 1  # the runs the estimate averages: folds raced, or seeds confirmed
 
 
 def choose(handle: StudyHandle) -> Choice:
-    """The confirmed choice when `hpo study confirm` has run, else the best complete trial."""
+    """The race's incumbent for a raced study; else the confirmed choice when `hpo study confirm`
+    has run, else the best complete trial. StudyError when there is nothing to choose yet."""
+    if handle.spec.objective.raced:
+        from hpo._racing import standing  # the race builds on the study module, as this one does
+
+        c = standing(handle).choice
+        if c is None:
+            raise StudyError(f"study '{handle.name}' has no complete run yet; "
+                             f"run it first with `hpo study run {handle.name}`")
+        se = c.se if math.isfinite(c.se) else None
+        spread = f" ± {se:.4f} (standard error)" if se is not None else ""
+        return Choice(c.number, dict(c.params), "race", c.mean,
+                      f"the race's choice: configuration #{c.number}, mean validation accuracy {c.mean:.4f}"
+                      f"{spread} over {c.runs} fold{'s' if c.runs != 1 else ''}", se, c.runs)
     confirmed = confirmed_choice(handle.study)
     if confirmed:
+        seeds = int(confirmed["seeds"])
         return Choice(int(confirmed["trial"]), dict(confirmed["params"]), "confirmed", float(confirmed["mean"]),
                       f"the confirmed choice: trial {confirmed['trial']}, mean validation accuracy "
-                      f"{confirmed['mean']:.4f} ± {confirmed['sd']:.4f} over {confirmed['seeds']} seeds")
+                      f"{confirmed['mean']:.4f} ± {confirmed['sd']:.4f} over {confirmed['seeds']} seeds",
+                      float(confirmed["sd"]) / math.sqrt(seeds) if seeds > 1 else None, seeds)
     trial = best_trial(handle.study)
     if trial is None:
         raise StudyError(f"study '{handle.name}' has no complete trial to evaluate; "
@@ -56,6 +73,27 @@ def choose(handle: StudyHandle) -> Choice:
     return Choice(trial.number, dict(trial.params), "best trial", float(trial.value),
                   f"the best trial: #{trial.number}, validation accuracy {trial.value:.4f} in a single run "
                   f"(not confirmed; `hpo study confirm {handle.name}` re-checks the best over seeds first)")
+
+
+# How `best` names where its value comes from.
+SOURCES = {"race": "race", "confirmed": "confirmed", "best trial": "single run"}
+
+
+def best_summary(handle: StudyHandle) -> dict[str, Any]:
+    """What `hpo study best --json` prints and `hpo.best` returns: the choice and its estimate.
+
+    `value` is the estimate the choice rests on (the race's mean, the confirmed mean, or the single
+    run), with `stderr` and `runs`; `single_run_value` is the one trial's own number, kept apart.
+    """
+    choice = choose(handle)
+    trial = handle.study.get_trials(deepcopy=False)[choice.trial]
+    summary = trial_summary(trial)
+    summary.update(value=choice.validation, stderr=choice.stderr, runs=choice.runs,
+                   single_run_value=summary["value"], source=SOURCES[choice.source], params=choice.params)
+    confirmed = confirmed_choice(handle.study)
+    if choice.source == "confirmed" and confirmed:
+        summary["confirmed"] = {k: confirmed[k] for k in ("mean", "sd", "seeds", "top", "date")}
+    return summary
 
 
 def previous(handle: StudyHandle) -> dict[str, Any] | None:

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import optuna
 import typer
 
-from hpo import _study
+from hpo import _racing, _study
 from hpo._confirm import confirm as run_confirm
-from hpo._confirm import confirmed_choice
+from hpo._evaluate import best_summary
 from hpo._errors import Interrupted, StudyError
 from hpo._format import fmt
 from hpo._spec import load_spec
@@ -153,6 +153,9 @@ def run(
     finally:
         if isinstance(display, RunConsole):
             display.close()
+    if handle.spec.objective.raced:
+        _race_result(handle, result, json_, trials, storage)
+        return
     if json_:
         print_json(_result(handle, result.target, result.counts, result.ran, result.reached_target))
         return
@@ -162,6 +165,25 @@ def run(
     typer.echo(f"{handle.name}: {result.finished}/{result.target} finished, {result.ran} run now, "
                f"{state}; {best_text}")
     if not result.reached_target:
+        target = ("--trials", str(trials)) if trials is not None else ()
+        typer.echo(f"Continue with: {hint('study run', handle.name, options=target, storage=storage)}")
+
+
+def _race_result(handle: _study.StudyHandle, result: _study.RunResult, json_: bool, trials: int | None,
+                 storage: str | None) -> None:
+    """A raced study's run, said in epochs of its budget, with the choice and its estimate."""
+    now = _racing.standing(handle, result.target)
+    choice = best_summary(handle) if now.choice is not None else None
+    if json_:
+        data = _result(handle, result.target, result.counts, result.ran, now.over)
+        data.update(budget_epochs=now.budget, epochs_spent=now.spent, best=choice)
+        print_json(data)
+        return
+    said = _racing.leader_text(now.choice).replace("incumbent", "choice")
+    state = "budget spent" if now.over else "stopped before the budget was spent"
+    typer.echo(f"{handle.name}: {now.spent}/{now.budget} epochs ({result.target} trials x {handle.spec.epochs}), "
+               f"{result.ran} runs now, {state}; {said}")
+    if not now.over:
         target = ("--trials", str(trials)) if trials is not None else ()
         typer.echo(f"Continue with: {hint('study run', handle.name, options=target, storage=storage)}")
 
@@ -249,9 +271,10 @@ def show(
     best = _study.ranked(handle.study)[:top]
     lineage = handle.study.user_attrs.get(_study.LINEAGE_ATTR)
     target = _study.current_target(handle.study, handle.spec)
+    race = race_view(handle, top) if handle.spec.objective.raced else None
     if json_:
         print_json({"name": name, "target": target, "counts": counts, "lineage": lineage,
-                    "spec": handle.spec.to_dict(),
+                    "spec": handle.spec.to_dict(), **({"race": race} if race else {}),
                     "best": [_study.trial_summary(t) for t in best]})
         return
     spec = handle.spec
@@ -261,6 +284,9 @@ def show(
     typer.echo("Trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c))
     if lineage:
         typer.echo(f"Narrowed from '{lineage.get('parent')}' ({lineage.get('rule')}, {lineage.get('date')})")
+    if race:
+        _print_race(race, spec)
+        return
     if not best:
         typer.echo("No complete trial yet.")
         return
@@ -272,33 +298,57 @@ def show(
          for i, t in enumerate(best, 1)])
 
 
+def race_view(handle: _study.StudyHandle, top: int) -> dict[str, Any]:
+    """A raced study's budget and its `top` configurations' evidence, as `show --json` prints them."""
+    now = _racing.standing(handle)
+    return {"budget_epochs": now.budget, "epochs_spent": now.spent, "folds": now.settings.folds,
+            "repeats": now.settings.repeats, "configurations_tried": len(now.configurations),
+            "configurations": [_racing.evidence(c, now) for c in _racing.ranked_configurations(now)[:top]]}
+
+
+def _print_race(race: dict[str, Any], spec) -> None:
+    typer.echo(f"Race on {race['folds']} folds (x {race['repeats']} repeats): {race['epochs_spent']}/"
+               f"{race['budget_epochs']} epochs of the budget (target x {spec.epochs} epochs), "
+               f"{race['configurations_tried']} configurations tried")
+    if not race["configurations"]:
+        typer.echo("No run has finished yet.")
+        return
+    names = [p.name for p in spec.search]
+    print_table(
+        ["rank", "config", "runs", "folds", "mean", "stderr", *names, "epochs", "state"],
+        [[i, c["number"], c["runs"], ",".join(map(str, c["folds"])) or "-", c["mean"], c["stderr"],
+          *[c["params"].get(n) for n in names], c["epochs"], c["state"]]
+         for i, c in enumerate(race["configurations"], 1)])
+
+
 @app.command()
 def best(name: NameArg, storage: StorageOption = None, json_: JsonOption = False) -> None:
-    """The best configuration: the confirmed one if `confirm` has run, else the best single trial."""
+    """The chosen configuration and the estimate it rests on: the race's choice for a raced study, the
+    confirmed one if `confirm` has run, else the best single trial."""
     url = resolve_url(storage)
     handle = _study.open_study(name, url, Heartbeat(interval=None))
-    trial = _study.best_trial(handle.study)
-    if trial is None:
+    if not handle.spec.objective.raced and _study.best_trial(handle.study) is None:
         raise StudyError(f"study '{name}' has no complete trial yet; "
                          f"run it with `{hint('study run', name, storage=storage)}`")
-    confirmed = confirmed_choice(handle.study)
-    if confirmed:
-        trial = handle.study.trials[confirmed["trial"]]
-    summary = _study.trial_summary(trial)
-    summary["source"] = "confirmed" if confirmed else "single run"
-    if confirmed:
-        summary["confirmed"] = {k: confirmed[k] for k in ("mean", "sd", "seeds", "top", "date")}
+    summary = best_summary(handle)
     if json_:
         print_json(summary)
         return
-    if confirmed:
-        typer.echo(f"Confirmed best of '{name}': #{trial.number}, mean validation accuracy "
-                   f"{fmt(confirmed['mean'])} ± {fmt(confirmed['sd'])} over {confirmed['seeds']} seeds "
-                   f"(single run {fmt(trial.value)})")
+    se = f" ± {fmt(summary['stderr'])}" if summary["stderr"] is not None else ""
+    single = fmt(summary["single_run_value"])
+    if summary["source"] == "race":
+        typer.echo(f"Race's choice of '{name}': configuration #{summary['number']}, mean validation accuracy "
+                   f"{fmt(summary['value'])}{se} (standard error) over {summary['runs']} folds "
+                   f"(its first run alone: {single})")
+    elif summary["source"] == "confirmed":
+        confirmed = summary["confirmed"]
+        typer.echo(f"Confirmed best of '{name}': #{summary['number']}, mean validation accuracy "
+                   f"{fmt(confirmed['mean'])} ± {fmt(confirmed['sd'])} (sd) over {confirmed['seeds']} seeds, "
+                   f"standard error {fmt(summary['stderr'])} (single run {single})")
     else:
-        typer.echo(f"Best trial of '{name}': #{trial.number}, validation accuracy {fmt(trial.value)} "
+        typer.echo(f"Best trial of '{name}': #{summary['number']}, validation accuracy {fmt(summary['value'])} "
                    f"(a single run; `{hint('study confirm', name, storage=storage)}` re-checks the best over seeds)")
-    for key, value in trial.params.items():
+    for key, value in summary["params"].items():
         typer.echo(f"  {key} = {fmt(value, 6)}")
 
 
