@@ -73,6 +73,13 @@ FIGURES = MappingProxyType({kind.name: kind for kind in (
         "The best configurations retrained with fresh seeds: each seed, mean ± sd, and the single run "
         "that made them look best in the search.",
         "plot_confirm"),
+    FigureKind(
+        "race",
+        "a raced study's evidence: each configuration's mean ± standard error against its runs",
+        "The race: each configuration's mean validation accuracy over the folds it ran, ± its standard "
+        "error, against how many runs it earned; stopped runs are grey crosses at the accuracy they had "
+        "reached; the star is the choice, the best mean among the most-evaluated.",
+        "plot_race"),
 )})
 
 KINDS = tuple(FIGURES)

@@ -107,12 +107,15 @@ def compose(name: str, attrs: dict[str, Any]) -> str:
     """The note hpo writes for a study from its user attributes, ending with KEEP_LINE."""
     from hpo._confirm import CONFIRMED_ATTR
     from hpo._evaluate import TEST_RESULT_ATTR
+    from hpo._racing import RACE_ATTR
     from hpo._study import LINEAGE_ATTR
 
     lineage = attrs.get(LINEAGE_ATTR) or {}
     parts = [_heading(name, attrs, lineage)]
     if lineage and role_of(name, attrs) == SEARCH:
         parts.append(_lineage(lineage))
+    if attrs.get(RACE_ATTR):
+        parts.append(_raced(attrs[RACE_ATTR]))
     if attrs.get(CONFIRMED_ATTR):
         parts.append(_confirmed(attrs[CONFIRMED_ATTR]))
     if attrs.get(TEST_RESULT_ATTR):
@@ -175,6 +178,15 @@ def _confirmed(c: dict[str, Any]) -> str:
             f"{_num(c.get('mean'))} ± {_num(c.get('sd'))} over {c.get('seeds')} seeds "
             f"(single run {_num(c.get('original'))}; the best {c.get('top')} configurations re-checked "
             f"on {c.get('date', '?')}).\n\n{params}")
+
+
+def _raced(r: dict[str, Any]) -> str:
+    params = "\n".join(f"- `{k}` = {_num(v)}" for k, v in (r.get("params") or {}).items())
+    se = f" ± {_num(r['stderr'])} (standard error)" if r.get("stderr") is not None else ""
+    return (f"### The race's choice\n\nConfiguration {r.get('number')}: mean validation accuracy "
+            f"{_num(r.get('mean'))}{se} over {r.get('runs')} folds, the best mean among the most-evaluated "
+            f"of {r.get('configurations')} configurations raced; {r.get('epochs_spent')} of "
+            f"{r.get('budget_epochs')} epochs of the budget spent (as of {r.get('date', '?')}).\n\n{params}")
 
 
 def _tested(t: dict[str, Any]) -> str:

@@ -653,6 +653,53 @@ def plot_confirm(study: optuna.Study) -> Figure:
 
 
 # ---------------------------------------------------------------------------------------
+# race
+
+
+def plot_race(study: optuna.Study) -> Figure:
+    """A raced study's evidence: each configuration's mean ± standard error against its runs."""
+    from hpo._racing import RaceSettings, configurations, incumbent
+
+    view = _view(study)
+    if not view.spec.objective.raced:
+        raise StudyError(f"study '{view.name}' is not raced ([objective] method = \"{view.spec.objective.method}\")")
+    settings = RaceSettings.of(view.spec)
+    configs = configurations(view.trials())
+    choice = incumbent(configs, settings)
+    if choice is None:
+        raise StudyError(f"study '{view.name}' has no complete run yet (run it with `hpo study run {view.name}`)")
+    rng = np.random.default_rng(0)
+    with _style():
+        fig = _figure(6.4, 4.4)
+        ax = fig.add_subplot()
+        ax.set_label("race")
+        raced = [c for c in configs if c.runs and not c.out]
+        x = np.array([c.runs for c in raced], dtype=float) + rng.uniform(-0.15, 0.15, len(raced))
+        se = np.array([c.se if math.isfinite(c.se) else 0.0 for c in raced])
+        ax.errorbar(x, [c.mean for c in raced], yerr=se, fmt="o", color="#3182bd", ms=4, capsize=3, lw=1,
+                    alpha=0.8, zorder=2)
+        stopped = [c for c in configs if c.out]
+        if stopped:
+            ax.scatter(np.array([c.runs + 1 for c in stopped]) + rng.uniform(-0.15, 0.15, len(stopped)),
+                       [c.stopped for c in stopped], marker="x", s=18, color="#999999", zorder=1)
+        ax.errorbar([choice.runs], [choice.mean], yerr=[choice.se if math.isfinite(choice.se) else 0.0], fmt="*",
+                    color=STAR, mec="black", ms=14, capsize=5, lw=1.6, zorder=3)
+        ax.set_xticks(range(1, settings.max_runs + 1))
+        ax.set_xlim(0.5, settings.max_runs + 0.5)
+        ax.set_xlabel(f"runs (folds of {settings.folds}" + (f", x {settings.repeats} repeats" if settings.repeats > 1
+                                                            else "") + ")")
+        ax.set_ylabel("mean validation accuracy")
+        handles = [Line2D([], [], marker="o", color="#3182bd", label="configuration: mean ± standard error"),
+                   Line2D([], [], ls="", marker="x", color="#999999", label="stopped run (accuracy reached)"),
+                   Line2D([], [], ls="", marker="*", color=STAR, mec="black", ms=10, label="the choice")]
+        ax.legend(handles=handles, loc="lower right")
+        se_text = f" ± {choice.se:.3f}" if math.isfinite(choice.se) else ""
+        ax.set_title(f"{view.name}: {len(configs)} configurations raced — choice #{choice.number}, "
+                     f"{choice.mean:.3f}{se_text} over {choice.runs} runs", loc="left", fontweight="bold")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
 # Rendering and saving
 
 

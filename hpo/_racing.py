@@ -49,6 +49,8 @@ from hpo import _claims
 from hpo import _optuna_internals as internals
 from hpo import _study
 from hpo._errors import Interrupted, StorageError, StudyError
+from hpo._format import utc_now
+from hpo._notes import refresh as refresh_note
 from hpo._objective import Objective
 from hpo._sampler import trial_seed
 from hpo._space import suggest
@@ -59,6 +61,7 @@ CONFIG_ATTR = "config"
 RUN_ATTR = "run"
 EPOCHS_ATTR = "epochs"
 CURVE_ATTR = "curve"
+RACE_ATTR = "race"  # the study's choice when a run last ended, for the dashboard's note
 SEED_STREAM = 3000  # the run seeds: shared by all configurations, distinct from other streams
 # Looking for dead workers' runs costs a query; a grace period is tens of seconds.
 STALE_CHECK_SECONDS = 5.0
@@ -588,8 +591,19 @@ def run_race(handle: "_study.StudyHandle", target: int, timeout: float | None = 
     counts = _study.count_states(study)
     now = standing(handle, target)
     best = study.get_trials(deepcopy=False)[now.choice.number] if now.choice is not None else None
+    if now.choice is not None:
+        remember_choice(study, now)
     return _study.RunResult(ran, _study.finished_count(counts), target, best, now.over, counts,
                             epochs=(now.spent, now.budget))
+
+
+def remember_choice(study: optuna.Study, now: Standing) -> None:
+    """Store the choice and its estimate on the study and say it in the dashboard's note."""
+    c = now.choice
+    study.set_user_attr(RACE_ATTR, {"number": c.number, "params": dict(c.params), "mean": c.mean,
+                                    "stderr": _finite(c.se), "runs": c.runs, "configurations": len(now.configurations),
+                                    "epochs_spent": now.spent, "budget_epochs": now.budget, "date": utc_now()})
+    refresh_note(study)
 
 
 def _run_one(study: optuna.Study, claim: Claim, evaluator: FoldEvaluator) -> FrozenTrial:

@@ -91,7 +91,7 @@ def build(handle: StudyHandle, top: int | None = None, dpi: int = 80, kinds: tup
              "<p>Trials: " + _e(", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c) or "none") + "</p>"]
     parts += _test_section(attrs.get(TEST_RESULT_ATTR))
     parts += _lineage_section(handle)
-    parts += _best_section(handle)
+    parts += _race_section(handle) if spec.objective.raced else _best_section(handle)
     narrowing, narrow_note = None, ""
     try:
         narrowing = narrow_study(handle, top=top)
@@ -174,6 +174,27 @@ def _best_section(handle: StudyHandle) -> list[str]:
              "warm start" if WARM_START_ATTR in t.user_attrs else t.user_attrs.get("phase", "-")]
             for i, t in enumerate(best, 1)]
     return ["<h2>Best trials</h2>", _table(["rank", "trial", "validation accuracy", *names, "epochs", "phase"], rows)]
+
+
+def _race_section(handle: StudyHandle) -> list[str]:
+    """A raced study's choice and the evidence behind its best configurations."""
+    from hpo._racing import evidence, leader_text, ranked_configurations, standing
+
+    now = standing(handle)
+    head = (f"<h2>Race</h2><p>{_e(now.spent)} of {_e(now.budget)} epochs of the budget spent on "
+            f"{_e(len(now.configurations))} configurations, {now.settings.folds} folds"
+            + (f" x {now.settings.repeats} repeats" if now.settings.repeats > 1 else "") + ". ")
+    if now.choice is None:
+        return [head + "No run has finished yet.</p>"]
+    head += f"The choice: {_e(leader_text(now.choice).removeprefix('incumbent '))}.</p>"
+    names = [p.name for p in handle.spec.search]
+    rows = []
+    for c in ranked_configurations(now)[:BEST_ROWS]:
+        e = evidence(c, now)
+        rows.append([e["number"], e["runs"], ",".join(map(str, e["folds"])) or "-", e["mean"], e["stderr"],
+                     *[e["params"].get(n) for n in names], e["epochs"], e["state"]])
+    return [head, _table(["configuration", "runs", "folds", "mean", "standard error", *names, "epochs", "state"],
+                         rows)]
 
 
 def _narrow_section(handle: StudyHandle, narrowing: Narrowing | None, note: str) -> list[str]:
