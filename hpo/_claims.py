@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import _optuna_internals as internals
+from hpo._retry import retrier_of
 from hpo._sampler import FINISHED
 from hpo._storage import study_lock
 
@@ -111,18 +112,26 @@ class SqlClaims(Claims):
     def __init__(self, storage: optuna.storages.BaseStorage, engine: sa.Engine):
         super().__init__(storage)
         self.engine = engine
+        # Each step is one transaction, repeated whole when the connection drops (hpo/_retry.py).
+        self.retry = retrier_of(storage).call
 
     def claim(self, trial_id: int) -> bool:
-        return claim_sql(self.engine, trial_id)
+        return self.retry(claim_sql, self.engine, trial_id)
 
     def fail(self, trial_id: int) -> bool:
-        return fail_sql(self.engine, trial_id)
+        return self.retry(fail_sql, self.engine, trial_id)
 
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
-        top_up_sql(self.engine, internals.study_id(handle.study), target, batch)
+        self.retry(top_up_sql, self.engine, internals.study_id(handle.study), target, batch)
+
+    def counts(self, study: optuna.Study) -> dict[str, int]:
+        return self.retry(self._counts, study)
+
+    def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
+        return self.retry(self._look, study)
 
     # Two small queries instead of reading every unfinished trial whole, as Optuna's cache would.
-    def counts(self, study: optuna.Study) -> dict[str, int]:
+    def _counts(self, study: optuna.Study) -> dict[str, int]:
         trials = internals.TABLES.trials
         counts = {state.name: 0 for state in TrialState}
         with self.engine.connect() as connection:
@@ -132,8 +141,8 @@ class SqlClaims(Claims):
                 counts[state.name] += count
         return counts
 
-    def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
-        counts = self.counts(study)
+    def _look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
+        counts = self._counts(study)
         if not counts["WAITING"]:
             return counts, []
         tables = internals.TABLES
