@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -152,7 +151,6 @@ class RetryingStorage(optuna.storages.BaseStorage):
     def __init__(self, inner: optuna.storages.BaseStorage, retrier: Retrier):
         self._inner = inner
         self._retrier = retrier
-        self._lock = threading.Lock()
 
     @property
     def inner(self) -> optuna.storages.BaseStorage:
