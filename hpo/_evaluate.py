@@ -85,6 +85,9 @@ def best_summary(handle: StudyHandle) -> dict[str, Any]:
     `value` is the estimate the choice rests on (the race's mean, the confirmed mean, or the single
     run), with `stderr` and `runs`; `single_run_value` is the one trial's own number, kept apart.
     """
+    if not handle.spec.objective.raced and best_trial(handle.study) is None:
+        raise StudyError(f"study '{handle.name}' has no complete trial yet; "
+                         f"run it first with `hpo study run {handle.name}`")
     choice = choose(handle)
     trial = handle.study.get_trials(deepcopy=False)[choice.trial]
     summary = trial_summary(trial)

@@ -96,10 +96,11 @@ def test_report_is_one_self_contained_page_with_every_section(family):
     assert "A root study" in page and "Children: <b>book-child</b>" in page
     assert "optimizers: not drawn (study &#x27;book&#x27; does not search the optimizer" in page
     assert "Best-1" in page and "crowds the upper edge" in page
+    assert "race: not drawn (study &#x27;book&#x27; is not raced" in page
     assert "[search.lr]" in page  # the spec, as TOML
     for name, kind in FIGURES.items():  # each kind is drawn with its caption, or says why not
         drawn = f"<figure id='fig-{name}'>" in page
-        assert drawn == (name != "optimizers")
+        assert drawn == (name not in ("optimizers", "race"))
         if drawn:
             assert html.escape(kind.caption) in page
 
