@@ -9,6 +9,7 @@ import time
 import optuna
 import pytest
 
+import hpo as hpo_api
 from hpo import _study
 from hpo._confirm import SUFFIX, confirm, confirmed_choice
 from hpo._notes import CONFIRMATION, ROLE_ATTR, note
@@ -75,8 +76,15 @@ def test_best_and_cli_say_which_choice_they_use(searched):
     table = hpo("study", "confirm", searched.name, "--top", "2", "--seeds", "3", "--storage", searched.url)
     assert table.returncode == 0, table.stderr
     assert "above mean" in table.stdout and "Confirmed choice: trial" in table.stdout
+    assert before["value"] == before["single_run_value"] and before["stderr"] is None and before["runs"] == 1
     after = json.loads(hpo("study", "best", searched.name, "--json", "--storage", searched.url).stdout)
     assert after["source"] == "confirmed" and after["confirmed"]["seeds"] == 3
+    # The value is the estimate the choice rests on, the confirmed mean; the single run is kept apart.
+    confirmed = searched.study.user_attrs["confirmed"]
+    assert after["value"] == confirmed["mean"] and after["runs"] == 3
+    assert after["single_run_value"] == searched.study.trials[confirmed["trial"]].value
+    assert after["stderr"] == pytest.approx(confirmed["sd"] / 3 ** 0.5)
+    assert hpo_api.best(searched.name, storage=searched.url) == after
 
 
 def test_confirm_survives_an_interruption_without_duplicate_runs(tmp_path):
