@@ -124,36 +124,12 @@ class SqlClaims(Claims):
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         self.retry(top_up_sql, self.engine, internals.study_id(handle.study), target, batch)
 
+    # Two small queries instead of reading every unfinished trial whole, as Optuna's cache would.
     def counts(self, study: optuna.Study) -> dict[str, int]:
-        return self.retry(self._counts, study)
+        return self.retry(counts_sql, self.engine, internals.study_id(study))
 
     def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
-        return self.retry(self._look, study)
-
-    # Two small queries instead of reading every unfinished trial whole, as Optuna's cache would.
-    def _counts(self, study: optuna.Study) -> dict[str, int]:
-        trials = internals.TABLES.trials
-        counts = {state.name: 0 for state in TrialState}
-        with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(trials.c.state, sa.func.count()).where(
-                trials.c.study_id == internals.study_id(study)).group_by(trials.c.state))
-            for state, count in rows:
-                counts[state.name] += count
-        return counts
-
-    def _look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
-        counts = self._counts(study)
-        if not counts["WAITING"]:
-            return counts, []
-        tables = internals.TABLES
-        trials, params, attrs = tables.trials, tables.params, tables.trial_system_attrs
-        has_params = sa.exists().where(params.c.trial_id == trials.c.trial_id)
-        fixed = sa.exists().where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "fixed_params",
-                                  attrs.c.value_json != "{}")
-        with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(trials.c.trial_id, trials.c.number, has_params, fixed).where(
-                trials.c.study_id == internals.study_id(study), trials.c.state == TrialState.WAITING))
-            return counts, [Ticket(trial_id, number, bool(p or f)) for trial_id, number, p, f in rows]
+        return self.retry(look_sql, self.engine, internals.study_id(study))
 
 
 class JournalClaims(Claims):
@@ -167,7 +143,16 @@ class JournalClaims(Claims):
 
 
 class ProxyClaims(Claims):
-    """Behind `hpo storage serve`: the proxy makes each step the conditional statement above."""
+    """Behind `hpo storage serve`: the proxy makes each step the conditional statement above, and
+    answers a look with the same two small queries (asked for as the system attributes of the
+    study's negated id, which no study has)."""
+
+    def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
+        answer = self.storage.get_study_system_attrs(-internals.study_id(study))
+        return answer["counts"], [Ticket(*ticket) for ticket in answer["tickets"]]
+
+    def counts(self, study: optuna.Study) -> dict[str, int]:
+        return self.look(study)[0]
 
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         self.storage.set_study_system_attr(internals.study_id(handle.study), TOP_UP_KEY,
@@ -205,6 +190,32 @@ def fail_sql(engine: sa.Engine, trial_id: int) -> bool:
             .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
             .values(state=TrialState.FAIL, datetime_complete=datetime.datetime.now()))
         return result.rowcount == 1
+
+
+def counts_sql(engine: sa.Engine, study_id: int) -> dict[str, int]:
+    trials = internals.TABLES.trials
+    counts = {state.name: 0 for state in TrialState}
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(trials.c.state, sa.func.count()).where(
+            trials.c.study_id == study_id).group_by(trials.c.state))
+        for state, count in rows:
+            counts[state.name] += count
+    return counts
+
+
+def look_sql(engine: sa.Engine, study_id: int) -> tuple[dict[str, int], list[Ticket]]:
+    counts = counts_sql(engine, study_id)
+    if not counts["WAITING"]:
+        return counts, []
+    tables = internals.TABLES
+    trials, params, attrs = tables.trials, tables.params, tables.trial_system_attrs
+    has_params = sa.exists().where(params.c.trial_id == trials.c.trial_id)
+    fixed = sa.exists().where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "fixed_params",
+                              attrs.c.value_json != "{}")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(trials.c.trial_id, trials.c.number, has_params, fixed).where(
+            trials.c.study_id == study_id, trials.c.state == TrialState.WAITING))
+        return counts, [Ticket(trial_id, number, bool(p or f)) for trial_id, number, p, f in rows]
 
 
 def top_up_sql(engine: sa.Engine, study_id: int, target: int, batch: int) -> int:

@@ -31,7 +31,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
-from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, top_up_sql
+from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, look_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
 from hpo._storage import Heartbeat, StorageURL, open_storage
 
@@ -77,6 +77,12 @@ class ClaimingStorage:
         if study_name == SIGNATURE_NAME:
             return SIGNATURE
         return self._inner.get_study_id_from_name(study_name)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        if study_id < 0:  # a worker's look at study -study_id (`ProxyClaims.look`)
+            counts, tickets = look_sql(self._engine, -study_id)
+            return {"counts": counts, "tickets": [[t.trial_id, t.number, t.chosen] for t in tickets]}
+        return self._inner.get_study_system_attrs(study_id)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         if key == TOP_UP_KEY:  # a worker's request, carried by the one call the protocol has for it
