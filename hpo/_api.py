@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import _child, _confirm, _evaluate, _inventory, _study, _transfer
+from hpo import _child, _confirm, _evaluate, _inventory, _racing, _study, _transfer
 from hpo._errors import StudyError
 from hpo._narrow import DEFAULT_MARGIN, Narrowing
 from hpo._spec import StudySpec, load_spec, parse_spec
@@ -184,11 +184,14 @@ def _optuna_study(study: Study | optuna.Study, storage: Storage) -> optuna.Study
 
 
 def show(study: Study, top: int = 10, storage: Storage = None) -> dict[str, Any]:
-    """The study at a glance, as `hpo study show --json`: name, counts by state, lineage, spec, and
-    the `top` best trials (each as `best` describes one)."""
+    """The study at a glance, as `hpo study show --json`: name, counts by state, lineage, spec, for
+    a raced study `race` (budget_epochs, epochs_spent, folds, repeats, configurations_tried, and
+    the `top` configurations' evidence: number, state, runs, folds, mean, stderr, values, epochs,
+    params), and the `top` best trials (each as `trial_summary` describes one)."""
     handle = _handle(study, storage)
+    race = {"race": _racing.race_view(handle, top)} if handle.spec.objective.raced else {}
     return {"name": handle.name, "counts": _study.count_states(handle.study),
-            "lineage": handle.study.user_attrs.get(_study.LINEAGE_ATTR), "spec": handle.spec.to_dict(),
+            "lineage": handle.study.user_attrs.get(_study.LINEAGE_ATTR), "spec": handle.spec.to_dict(), **race,
             "best": [_study.trial_summary(t) for t in _study.ranked(handle.study)[:top]]}
 
 

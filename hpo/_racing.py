@@ -34,6 +34,7 @@ import math
 import signal
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -65,6 +66,7 @@ RACE_ATTR = "race"  # the study's choice when a run last ended, for the dashboar
 SEED_STREAM = 3000  # the run seeds: shared by all configurations, distinct from other streams
 # Looking for dead workers' runs costs a query; a grace period is tens of seconds.
 STALE_CHECK_SECONDS = 5.0
+CLAIM_TRIES = 4  # claims lost to another worker in a row before this one waits a poll
 
 
 @dataclass(frozen=True)
@@ -376,28 +378,57 @@ def claim_run(study: optuna.Study, spec: StudySpec, settings: RaceSettings,
     workers') hold their full length of the budget; None while some run means the budget may
     free up (a run stopped early), none running means the race is over.
     """
+    for _ in range(CLAIM_TRIES):
+        claim, running, lost = _try_claim(study, spec, settings, budget_epochs)
+        if not lost:
+            return claim, running
+    return None, running
+
+
+def _try_claim(study: optuna.Study, spec: StudySpec, settings: RaceSettings,
+               budget_epochs: int) -> tuple[Claim | None, int, bool]:
+    """One attempt of `claim_run`; the last item says another worker took the same run first."""
     trials = study.get_trials(deepcopy=False)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     if epochs_spent(trials, spec.epochs) + spec.epochs * (running + 1) > budget_epochs:
-        return None, running
+        return None, running, False
     configs = configurations(trials)
     step = next_step(configs, settings)
     leader = incumbent(configs, settings)
     if step.config is None:
-        trial = study.ask()
+        with warnings.catch_warnings():
+            # Optuna warns that only Study.optimize sends heartbeats: `run_race` sends them itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask()
         params = suggest(trial, spec.search)
         number, run = trial.number, 0
         record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
     else:
         trial = _start_run(study, step.config, step.run)
         params, number, run = step.config.params, step.config.number, step.run
+        if _taken(study, trial.number, number, run):
+            _give_up(study, trial, "another worker claimed this run first")
+            return None, running, True
     if not _fits(study, trial.number, spec.epochs, budget_epochs):
         # another worker claimed the last runs between our check and our claim
-        record_trial(trial, {}, {EPOCHS_ATTR: 0, "reason": "over the budget: another worker claimed the last run"})
-        study.tell(trial, state=TrialState.FAIL)
-        return None, running + 1
+        _give_up(study, trial, "over the budget: another worker claimed the last run")
+        return None, running + 1, False
     reference = leader.curves.get(run) if leader is not None and leader.number != number else None
-    return Claim(trial, params, number, run, reference), running
+    return Claim(trial, params, number, run, reference), running, False
+
+
+def _taken(study: optuna.Study, number: int, config: int, run: int) -> bool:
+    """Whether an earlier trial holds the same run: two workers that decided alike both created one,
+    and the later yields (it sees the earlier, which was written before it)."""
+    return any(t.number < number and t.state not in (TrialState.FAIL, TrialState.WAITING)
+               and t.user_attrs.get(CONFIG_ATTR) == config and t.user_attrs.get(RUN_ATTR) == run
+               for t in study.get_trials(deepcopy=False))
+
+
+def _give_up(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """A claimed run that will not train: failed, with no epochs spent."""
+    record_trial(trial, {}, {EPOCHS_ATTR: 0, "reason": reason})
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def _finish(study: optuna.Study, claim: Claim, value: float | None, curve: list[float], epochs: int) -> FrozenTrial:
@@ -508,6 +539,15 @@ def evidence(c: Configuration, now: Standing) -> dict[str, Any]:
             "folds": sorted({r % folds for r in c.values}),
             "mean": _finite(c.mean), "stderr": _finite(c.se), "values": [c.values[r] for r in sorted(c.values)],
             "stopped_at": c.stopped, "epochs": c.epochs, "params": dict(c.params)}
+
+
+def race_view(handle: "_study.StudyHandle", top: int) -> dict[str, Any]:
+    """A raced study's budget and its `top` configurations' evidence, as `hpo study show --json` and
+    `hpo.show` give them under "race"."""
+    now = standing(handle)
+    return {"budget_epochs": now.budget, "epochs_spent": now.spent, "folds": now.settings.folds,
+            "repeats": now.settings.repeats, "configurations_tried": len(now.configurations),
+            "configurations": [evidence(c, now) for c in ranked_configurations(now)[:top]]}
 
 
 def leader_text(c: Configuration | None) -> str:

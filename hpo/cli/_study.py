@@ -271,7 +271,7 @@ def show(
     best = _study.ranked(handle.study)[:top]
     lineage = handle.study.user_attrs.get(_study.LINEAGE_ATTR)
     target = _study.current_target(handle.study, handle.spec)
-    race = race_view(handle, top) if handle.spec.objective.raced else None
+    race = _racing.race_view(handle, top) if handle.spec.objective.raced else None
     if json_:
         print_json({"name": name, "target": target, "counts": counts, "lineage": lineage,
                     "spec": handle.spec.to_dict(), **({"race": race} if race else {}),
@@ -296,14 +296,6 @@ def show(
         [[f"Best-{i}", t.number, t.value, *[t.params.get(n) for n in names],
           t.user_attrs.get("epochs"), t.user_attrs.get("phase", "-"), t.state.name.lower()]
          for i, t in enumerate(best, 1)])
-
-
-def race_view(handle: _study.StudyHandle, top: int) -> dict[str, Any]:
-    """A raced study's budget and its `top` configurations' evidence, as `show --json` prints them."""
-    now = _racing.standing(handle)
-    return {"budget_epochs": now.budget, "epochs_spent": now.spent, "folds": now.settings.folds,
-            "repeats": now.settings.repeats, "configurations_tried": len(now.configurations),
-            "configurations": [_racing.evidence(c, now) for c in _racing.ranked_configurations(now)[:top]]}
 
 
 def _print_race(race: dict[str, Any], spec) -> None:
