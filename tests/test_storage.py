@@ -275,7 +275,7 @@ while True:
         if len(study.get_trials(deepcopy=False)) >= target:
             break
         time.sleep(0.005)  # widen the window between counting and creating
-        trial_id = internals.claim_trial(study)
+        trial_id = internals.study_storage(study).create_new_trial(internals.study_id(study))
     study.tell(optuna.Trial(study, trial_id), 1.0)
 """
 
