@@ -562,6 +562,19 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def race_progress(handle: "_study.StudyHandle", target: int, last: FrozenTrial | None,
+                  running: dict[int, tuple[int, int]], elsewhere: int, elapsed: float,
+                  trained: int | None = None) -> "_study.Progress":
+    """A race's `Progress`: epochs spent of the budget, the incumbent's estimate, the running runs.
+
+    `trained`: the epochs this process trained (what the time left is reckoned from); None: all
+    spent since the run began is taken as this run's (several workers reporting to one parent).
+    """
+    now = standing(handle, target)
+    return _study.Progress(now.spent, now.budget, now.spent if trained is None else trained, None, last, elapsed,
+                           running, elsewhere, unit="epochs", leader=leader_text(now.choice))
+
+
 def run_race(handle: "_study.StudyHandle", target: int, timeout: float | None = None,
              on_progress: Callable[["_study.Progress"], None] | None = None, data_dir: str | None = None,
              poll_seconds: float = 2.0) -> "_study.RunResult":
@@ -592,9 +605,7 @@ def run_race(handle: "_study.StudyHandle", target: int, timeout: float | None = 
     stale_checked = -math.inf
 
     def progress(last: FrozenTrial | None, running: dict[int, tuple[int, int]], elsewhere: int) -> "_study.Progress":
-        now = standing(handle, target)
-        return _study.Progress(now.spent, budget, trained, None, last, time.monotonic() - started, running,
-                               elsewhere, unit="epochs", leader=leader_text(now.choice))
+        return race_progress(handle, target, last, running, elsewhere, time.monotonic() - started, trained)
 
     while timeout is None or time.monotonic() - started < timeout:
         claim = None

@@ -106,6 +106,14 @@ def _report(handle, report, events, counts, target, before, started) -> None:
     best = best_trial(handle.study)
     elsewhere = max(counts["RUNNING"] - len(running), 0)
     elapsed = time.monotonic() - started
+    if handle.spec.objective.raced:  # a race's progress is its budget of epochs and its incumbent
+        from hpo._racing import race_progress
+
+        trials = handle.study.get_trials(deepcopy=False)
+        for number in [n for n in finished if n < len(trials)] + [None]:
+            report(race_progress(handle, target, trials[number] if number is not None else None, running,
+                                 elsewhere, elapsed))
+        return
     if finished:
         trials = handle.study.get_trials(deepcopy=False)
         done = max(done, finished_count(count_states(handle.study)))
