@@ -238,3 +238,29 @@ def test_two_workers_race_one_study_through_hpo_study_run(tmp_path):
                and t.user_attrs[EPOCHS_ATTR] == 0 for t in trials if t.state == TrialState.FAIL)
     choice = incumbent(configurations(trials), RaceSettings(folds=3))
     assert result["best"]["number"] == choice.number and result["best"]["value"] == pytest.approx(choice.mean)
+
+
+@pytest.mark.slow
+def test_a_dead_workers_run_is_failed_counted_whole_and_raced_again(tmp_path):
+    from hpo import _optuna_internals as internals
+    from hpo._racing import claim_run
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    created = hpo_cli("study", "create", str(raced_spec(tmp_path)), "--heartbeat-interval", "1",
+                      "--grace-period", "2", "--storage", storage)
+    assert created.returncode == 0, created.stderr
+    assert "(raced, budget 12 trials x 4 = 48 epochs)" in created.stdout
+    handle = hpo.open_study("raced", storage)
+    # A worker claims a run, sends one heartbeat and dies.
+    claim, _ = claim_run(handle.study, handle.spec, RaceSettings.of(handle.spec), 48)
+    internals.study_storage(handle.study).record_heartbeat(internals.trial_id(claim.trial))
+    time.sleep(2.5)
+    result = hpo.run(handle, data_dir=DATA_DIR)
+    dead = handle.study.get_trials()[claim.trial.number]
+    assert dead.state == TrialState.FAIL and EPOCHS_ATTR not in dead.user_attrs
+    spent, budget = result.epochs
+    assert spent == epochs_spent(handle.trials(), 4) <= budget == 48  # the dead run counted 4 epochs
+    assert 48 - 4 - 4 < spent and result.reached_target
+    # It was a new configuration's first run: without a result it is no evidence, and the race went on.
+    assert claim.number not in {c.number for c in configurations(handle.trials())}
+

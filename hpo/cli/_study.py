@@ -78,7 +78,10 @@ def create(
     if json_:
         print_json(_result(handle, handle.spec.trials, _study.count_states(handle.study)))
         return
-    typer.echo(f"Created study '{handle.name}' in {url.masked} (target {handle.spec.trials} trials). "
+    spec = handle.spec
+    target = (f"raced, budget {spec.trials} trials x {spec.epochs} = {spec.trials * spec.epochs} epochs"
+              if spec.objective.raced else f"target {spec.trials} trials")
+    typer.echo(f"Created study '{handle.name}' in {url.masked} ({target}). "
                f"Run it with: {hint('study run', handle.name, storage=storage)}")
 
 
@@ -91,7 +94,8 @@ def run(
     trials: Annotated[int | None, typer.Option(
         min=1,
         help="The study's total target of finished trials (complete + pruned); "
-        "trials already finished count. It becomes the study's current target (`show` says it). "
+        "trials already finished count. A raced study: a budget of this many trials' epochs "
+        "(trials x epochs, every epoch of every run counted). It becomes the study's current target (`show` says it). "
         "Default: the current target, at first the spec's [study] trials.")] = None,
     timeout: Annotated[float | None, typer.Option(
         min=0, help="Start no new trial after this many seconds.")] = None,
