@@ -658,7 +658,10 @@ def record_trial(trial: optuna.Trial, intermediate: dict[int, float], attrs: dic
 def _write_records(engine: sqlalchemy.Engine, trial_id: int, intermediate: dict[int, float], attrs: dict) -> None:
     values = internals.TABLES.intermediate
     user = internals.TABLES.trial_user_attrs
-    with engine.begin() as connection:
+    # READ COMMITTED on a server: MySQL's default isolation makes the DELETE lock the gap around
+    # the trial's rows, and two workers ending trials at once then deadlock on their INSERTs.
+    options = {} if engine.dialect.name == "sqlite" else {"isolation_level": "READ COMMITTED"}
+    with engine.connect().execution_options(**options) as connection, connection.begin():
         if intermediate:
             connection.execute(sqlalchemy.delete(values).where(
                 values.c.trial_id == trial_id, values.c.step.in_(list(intermediate))))
