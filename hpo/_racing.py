@@ -82,8 +82,7 @@ class RaceSettings:
             is this far below the incumbent's run on the same fold at the same epoch.
         prune_epochs: the checkpoint epochs.
         startup: configurations drawn at random before TPE proposes.
-        sampler: "tpe" or "random".
-        multivariate: TPE models the parameters jointly.
+        sampler: "tpe" or "random"; TPE is multivariate (it models the parameters jointly).
     """
 
     folds: int = 5
@@ -93,7 +92,6 @@ class RaceSettings:
     prune_epochs: tuple[int, ...] = (10, 20)
     startup: int = 10
     sampler: str = "tpe"
-    multivariate: bool = True
 
     @classmethod
     def of(cls, spec: StudySpec) -> "RaceSettings":
@@ -102,7 +100,7 @@ class RaceSettings:
         o = spec.objective
         return cls(folds=o.folds, repeats=o.repeats, margin=o.margin, prune_margin=o.prune_margin,
                    prune_epochs=tuple(o.prune_epochs), startup=spec.sampler.random_trials,
-                   sampler=spec.sampler.kind, multivariate=spec.sampler.multivariate)
+                   sampler=spec.sampler.kind)
 
     def __post_init__(self) -> None:
         if not isinstance(self.folds, int) or self.folds < 2:
@@ -256,8 +254,7 @@ class EstimateSampler(BaseSampler):
         if self._proxy is None or self._proxy[0] != trial.number:
             seed = trial_seed(self._seed, trial.number, stream=1)
             inner: BaseSampler = (RandomSampler(seed=seed) if self._settings.sampler == "random" else TPESampler(
-                n_startup_trials=self._settings.startup, multivariate=self._settings.multivariate,
-                constant_liar=False, seed=seed))
+                n_startup_trials=self._settings.startup, multivariate=True, constant_liar=False, seed=seed))
             proxy = optuna.create_study(direction="maximize", sampler=inner)
             configs = configurations(study.get_trials(deepcopy=False))  # read afresh, past ask's cache
             proxy.add_trials([

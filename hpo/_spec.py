@@ -527,6 +527,9 @@ class _Parser:
             raise self.fail("[pruner] kind", "must be \"none\" when [objective] method = \"race\"",
                             spec.pruner.kind, fix="the race stops hopeless runs itself: set [objective] "
                             "prune_margin and prune_epochs")
+        if not spec.sampler.multivariate:
+            raise self.fail("[sampler] multivariate", "must be true when [objective] method = \"race\"", False,
+                            fix="the race's TPE models the parameters jointly, as measured in docs/search.md")
         late = [e for e in objective.prune_epochs if e >= spec.epochs]
         if late:
             raise self.fail("[objective] prune_epochs", f"must be below [training] epochs = {spec.epochs}",

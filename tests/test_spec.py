@@ -118,6 +118,8 @@ BAD_SPECS = [
      r"\[pruner\] kind must be \"none\" when \[objective\] method = \"race\"; got 'median' \(the race stops"),
     ('[study]\nname = "t"\n[training]\nepochs = 10\n[objective]\nmethod = "race"\nfolds = 5\n',
      r"\[objective\] prune_epochs must be below \[training\] epochs = 10; got \[10, 20\]"),
+    ('[study]\nname = "t"\n[sampler]\nmultivariate = false\n[objective]\nmethod = "race"\nfolds = 5\n',
+     r"\[sampler\] multivariate must be true when \[objective\] method = \"race\"; got False"),
     ('[study]\nname = "t"\n[objective]\nmethod = "raced"\n', r"\[objective\] method must be one of single, race; got 'raced'"),
     ('[study]\nname = "t"\n[extra]\nx = 1\n', r"\[extra\] is not a known section"),
     ('[study\nname = "t"\n', r"not valid TOML"),
