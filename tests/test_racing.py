@@ -267,3 +267,19 @@ def test_a_race_with_the_trainer_counts_every_epoch_each_run_trained(tmp_path):
     assert result.epochs == sum(t.user_attrs["epochs"] for t in trials)
     assert 48 - 4 < result.epochs <= 48
     assert result.choice.runs == max(c.runs for c in configurations(trials))
+
+
+def test_a_new_configuration_another_worker_runs_counts_as_the_worst_value_to_the_sampler():
+    """So that two workers do not propose the same point (a constant liar on the proxy study)."""
+    from hpo._racing import EstimateSampler
+
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0, 1)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.2}, distributions={"x": x}, value=0.8,
+                                              user_attrs={CONFIG_ATTR: 0, RUN_ATTR: 0, "epochs": 1}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, params={"x": 0.7}, distributions={"x": x},
+                                              user_attrs={CONFIG_ATTR: 1, RUN_ATTR: 0}))
+    study.ask()  # the trial being sampled: no configuration yet
+    proxy, _ = EstimateSampler(RaceSettings(), 0)._inner(study, study.get_trials()[-1])
+    assert sorted((t.params["x"], t.value) for t in proxy.trials) == [(0.2, 0.8), (0.7, 0.0)]
+
