@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 
 import trainer
+from hpo._errors import StudyError
 from hpo._sampler import trial_seed
 from hpo._space import suggest
 from hpo._storage import record_trial
@@ -56,6 +57,10 @@ class Objective:
     """
 
     def __init__(self, spec: StudySpec, data_dir: str | None = None):
+        if spec.objective.raced:
+            # One trial here trains every fold at once, outside the race's rules and its budget.
+            raise StudyError(f"study '{spec.name}' is raced: `hpo study run {spec.name}` races it one fold at a "
+                             f"time; it cannot be run as single trials (hpo worker, or the objective alone)")
         self.spec = spec
         self.data_dir = data_dir
         self._folds: list[Fold] | None = None

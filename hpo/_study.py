@@ -250,11 +250,12 @@ def run(handle: StudyHandle, target: int | None = None, timeout: float | None = 
         def loop() -> RunResult:
             return run_race(handle, target, timeout, on_progress, data_dir, poll_seconds)
     else:
+        # A queue-only study (confirmation runs) runs the trials enqueued in it and nothing else.
+        queue_only = bool(study.user_attrs.get(QUEUE_ONLY_ATTR))
+        objective = Objective(handle.spec, data_dir)
+
         def loop() -> RunResult:
             return _run_loop(handle, objective, target, timeout, queue_only, on_progress, poll_seconds)
-    # A queue-only study (confirmation runs) runs the trials enqueued in it and nothing else.
-    queue_only = bool(study.user_attrs.get(QUEUE_ONLY_ATTR))
-    objective = Objective(handle.spec, data_dir)
     # One worker is one core: the nets are small, and BLAS threads only fight each other
     # (and other workers) for the cores. More cores: more workers.
     with threadpool_limits(limits=1, user_api="blas"), sigterm_raises():

@@ -104,6 +104,14 @@ def test_a_raced_study_refuses_confirmation(tmp_path):
         hpo.confirm(handle)
 
 
+def test_a_raced_study_is_not_run_as_single_trials(tmp_path):
+    from hpo._objective import Objective
+
+    spec = load_spec(raced_spec(tmp_path))
+    with pytest.raises(StudyError, match="study 'raced' is raced: `hpo study run raced` races it one fold at a time"):
+        Objective(spec)
+
+
 # --- The race through the product ---------------------------------------------------------------
 
 
