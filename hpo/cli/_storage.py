@@ -36,7 +36,9 @@ def check(
     if json_:
         print_json({"url": mask_url(url), "backend": backend_name(url), "schema": schema, "studies": studies})
         return
-    typer.echo(f"{mask_url(url)}: {backend_name(url)}, schema {schema or 'journal'}, {len(studies)} studies")
+    # A journal has no schema version; a proxy does not tell the version of the database behind it.
+    version = f", schema {schema}" if schema else ""
+    typer.echo(f"{mask_url(url)}: {backend_name(url)}{version}, {len(studies)} studies")
     if studies:
         print_table(["study", "trials"], [[s["name"], s["trials"]] for s in studies])
 
