@@ -17,7 +17,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,7 +33,7 @@ from hpo._objective import Objective
 from hpo._notes import refresh as refresh_note
 from hpo._sampler import FINISHED, make_pruner, make_sampler
 from hpo._spec import StudySpec, parse_spec
-from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage, study_lock
+from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage
 from hpo._version import __version__
 
 SPEC_ATTR = "spec"
@@ -443,9 +442,8 @@ def fail_stale(handle: StudyHandle) -> tuple[list[int], list[int]]:
     """
     before = {t.number for t in handle.trials((TrialState.RUNNING,))}
     waiting = {t.number for t in handle.trials((TrialState.WAITING,))}
-    with study_lock(handle.storage_url, handle.name), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(handle.study)
+    # Each trial is failed in one atomic step, so this needs no study lock (hpo/_claims.py).
+    _claims.fail_stale(handle.study, _claims.claims_for(internals.study_storage(handle.study)))
     failed = sorted(t.number for t in handle.trials((TrialState.FAIL,)) if t.number in before)
     retried = sorted(t.number for t in handle.trials((TrialState.WAITING,)) if t.number not in waiting)
     return failed, retried

@@ -93,3 +93,23 @@ def test_the_proxy_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path):
         assert port_process.returncode == 0 and err == ""
         assert out.splitlines()[-1] == "Proxy stopped."
 
+
+
+def test_fail_stale_through_the_proxy(tmp_path):
+    """A RUNNING trial that never sent a heartbeat is failed and queued again, through the proxy."""
+    from hpo._study import open_study
+
+    spec = write_spec(tmp_path, "stale", trials=3)
+    with proxy(f"sqlite:///{tmp_path / 'stale.db'}") as url:
+        created = hpo("study", "create", str(spec), "--storage", url, "--heartbeat-interval", "1",
+                      "--grace-period", "3")
+        assert created.returncode == 0, created.stderr
+        handle = open_study("stale", url)
+        handle.study.ask()  # RUNNING, and no worker will ever beat for it
+        time.sleep(4)
+        result = hpo("study", "fail-stale", "stale", "--storage", url)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == ("Failed 1 stale trial(s) of 'stale': 0; 1 queued again with the same "
+                                 "parameters.\n")
+        states = [t.state.name for t in trials_of(url, "stale")]
+        assert states == ["FAIL", "WAITING"]
