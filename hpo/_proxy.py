@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 from hpo import _optuna_internals as internals
 from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, look_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
+from hpo._retry import retrier_of
 from hpo._storage import Heartbeat, StorageURL, open_storage
 
 DEFAULT_PORT = 13000
@@ -57,16 +58,18 @@ class ClaimingStorage:
         rdb = internals.rdb_storage(inner)
         self._inner = inner
         self._engine = rdb.engine
+        # hpo's own transactions ride out a database restart as the wrapped storage's calls do.
+        self._retry = retrier_of(inner).call
         # SQLite ignores FOR UPDATE: a worker's own end of a trial and another's failing it as
         # stale must not interleave. Server databases lock the row themselves.
         self._finish_lock = threading.Lock() if self._engine.dialect.name == "sqlite" else None
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         if state == TrialState.RUNNING:
-            return claim_sql(self._engine, trial_id)
+            return self._retry(claim_sql, self._engine, trial_id)
         with self._finish_lock or _NO_LOCK:
             if state == TrialState.FAIL and values is None:
-                if fail_sql(self._engine, trial_id):
+                if self._retry(fail_sql, self._engine, trial_id):
                     return True
                 if self._inner.get_trial(trial_id).state == TrialState.WAITING:
                     return self._inner.set_trial_state_values(trial_id, state, values)
@@ -80,13 +83,13 @@ class ClaimingStorage:
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         if study_id < 0:  # a worker's look at study -study_id (`ProxyClaims.look`)
-            counts, tickets = look_sql(self._engine, -study_id)
+            counts, tickets = self._retry(look_sql, self._engine, -study_id)
             return {"counts": counts, "tickets": [[t.trial_id, t.number, t.chosen] for t in tickets]}
         return self._inner.get_study_system_attrs(study_id)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         if key == TOP_UP_KEY:  # a worker's request, carried by the one call the protocol has for it
-            top_up_sql(self._engine, study_id, int(value["target"]), int(value["batch"]))
+            self._retry(top_up_sql, self._engine, study_id, int(value["target"]), int(value["batch"]))
             return
         self._inner.set_study_system_attr(study_id, key, value)
 
