@@ -436,6 +436,59 @@ def _named_key(study_name: str) -> str:
 _GET_LOCK = "SELECT GET_LOCK(:k, 31536000)"
 
 
+class _SafeJournalFile(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, except that an append that fails (a full disk) leaves no partial
+    record behind: the next append would run on from it and make the whole journal unreadable."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self._hpo_path = path
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError:
+            cut_partial_journal_record(self._hpo_path)
+            raise
+
+
+def cut_partial_journal_record(path: Path | None) -> None:
+    """Cut the partial last record a failed append (a full disk) leaves in a journal file.
+
+    Optuna appends each record as one line; the next append would run on from the partial one,
+    and the merged line, once another follows it, makes the whole journal unreadable. Cutting
+    back to the last line end, under Optuna's own lock of the file, needs no free space.
+    """
+    if path is None or not path.exists():
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    try:
+        lock.acquire()
+    except OSError:
+        return
+    try:
+        with open(path, "rb+") as journal:
+            end = journal.seek(0, os.SEEK_END)
+            keep = end
+            while keep > 0:
+                start = max(0, keep - 65536)
+                journal.seek(start)
+                block = journal.read(keep - start)
+                if end == keep and block.endswith(b"\n"):
+                    return  # whole: the last record ends its line
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                keep = start
+            journal.truncate(keep)
+    except OSError:
+        pass
+    finally:
+        lock.release()
+
+
+
 class _Journal(Backend):
     """An Optuna journal file, read and written through Optuna's API (no SQL, no heartbeats)."""
 
@@ -449,8 +502,7 @@ class _Journal(Backend):
 
     def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
         _ensure_parent(url)
-        backend = optuna.storages.journal.JournalFileBackend(str(url.path))
-        return optuna.storages.JournalStorage(backend)
+        return optuna.storages.JournalStorage(_SafeJournalFile(url.path))
 
     def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
         return _file_lock(lock_path(url))

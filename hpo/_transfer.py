@@ -33,7 +33,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from hpo import _optuna_internals as internals
 from hpo._errors import StorageError, StudyError, first_line
 from hpo._records import StudyRecord, TrialRecord
-from hpo._storage import Heartbeat, StorageURL, insert_many, open_storage, resolve_storage, snapshot
+from hpo._storage import (Heartbeat, StorageURL, cut_partial_journal_record, insert_many, open_storage,
+                          resolve_storage, snapshot)
 from hpo._files import check_target, os_reason, replacing_all
 from hpo._studyfile import MalformedFile, header, read_file, sidecar_path, to_csv, to_json
 
@@ -282,7 +283,7 @@ def _write_api(storage: BaseStorage, record: StudyRecord, url: StorageURL) -> No
     except optuna.exceptions.DuplicatedStudyError:
         raise _exists(name, url) from None
     except OSError as exc:  # a journal file on a full disk
-        _cut_partial_record(url.path)
+        cut_partial_journal_record(url.path)
         raise StorageError(f"cannot write study '{name}' to {url.masked}: {os_reason(exc)}") from None
     try:
         for key, value in record.user_attrs.items():
@@ -292,11 +293,11 @@ def _write_api(storage: BaseStorage, record: StudyRecord, url: StorageURL) -> No
         for trial in record.trials:  # in number order, so the storage numbers them the same
             storage.create_new_trial(study_id, template_trial=_frozen(trial))
     except BaseException as exc:
-        _cut_partial_record(url.path)
+        cut_partial_journal_record(url.path)
         try:
             storage.delete_study(study_id)  # not one transaction here: remove what was written
         except OSError:
-            _cut_partial_record(url.path)
+            cut_partial_journal_record(url.path)
             if not isinstance(exc, Exception):  # Ctrl-C stays Ctrl-C
                 raise exc from None
             # What stopped the write (a full disk) stops its undoing too: say what is left.
@@ -307,42 +308,6 @@ def _write_api(storage: BaseStorage, record: StudyRecord, url: StorageURL) -> No
             raise StorageError(f"cannot write study '{name}' to {url.masked}, nothing was kept: "
                                f"{os_reason(exc)}") from None
         raise
-
-
-def _cut_partial_record(path: Path | None) -> None:
-    """Cut the partial last record a failed append (a full disk) leaves in a journal file.
-
-    Optuna appends each record as one line; the next append would run on from the partial one,
-    and the merged line, once another follows it, makes the whole journal unreadable. Cutting
-    back to the last line end, under Optuna's own lock of the file, needs no free space.
-    """
-    if path is None or not path.exists():
-        return
-    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
-    try:
-        lock.acquire()
-    except OSError:
-        return
-    try:
-        with open(path, "rb+") as journal:
-            end = journal.seek(0, os.SEEK_END)
-            keep = end
-            while keep > 0:
-                start = max(0, keep - 65536)
-                journal.seek(start)
-                block = journal.read(keep - start)
-                if end == keep and block.endswith(b"\n"):
-                    return  # whole: the last record ends its line
-                newline = block.rfind(b"\n")
-                if newline >= 0:
-                    keep = start + newline + 1
-                    break
-                keep = start
-            journal.truncate(keep)
-    except OSError:
-        pass
-    finally:
-        lock.release()
 
 
 def _why(exc: BaseException) -> str:

@@ -278,6 +278,37 @@ def test_a_copy_into_a_journal_on_a_full_disk_is_one_line(disk, journal):
     settle(work / "hpo.db")
 
 
+def test_a_run_on_a_journal_on_a_full_disk_leaves_it_readable(disk):
+    """Optuna appends a journal record as one line; a failed append must leave no partial line,
+    or the next one runs on from it and every later command fails to read the journal."""
+    work = disk / "work"
+    spec = write_spec(work, "jrun", trials=2, epochs=2, samples=200)
+    assert hpo("study", "create", str(spec), "--storage", "journal:run.log", cwd=work).returncode == 0
+    assert hpo("study", "run", "jrun", "--quiet", "--storage", "journal:run.log", cwd=work).returncode == 0
+    fill(disk)
+    try:
+        result = hpo("study", "run", "jrun", "--trials", "6", "--quiet", "--storage", "journal:run.log", cwd=work)
+    finally:
+        free(disk)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
+    assert (work / "run.log").read_bytes().endswith(b"\n"), "a partial record was left in the journal"
+    listed = journal_trials(work, "run.log")
+    assert listed["jrun"] >= 2
+    # Writes after the failure keep the journal readable (a merged partial record would not).
+    other = write_spec(work, "jnext", trials=2, epochs=2, samples=200)
+    again = hpo("study", "run", str(other), "--quiet", "--storage", "journal:run.log", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert journal_trials(work, "run.log") == {**listed, "jnext": 2}
+    other.unlink()
+    assert hpo("study", "delete", "jrun", "--yes", "--storage", "journal:run.log", cwd=work).returncode == 0
+    (work / "run.log").unlink()
+    for leftover in work.glob("run.log*"):
+        leftover.unlink()
+    spec.unlink()
+
+
 def test_the_commands_write_when_there_is_room(disk, site):
     """The same commands succeed once the filler is gone: the failures above were the full disk's."""
     work = disk / "work"
