@@ -61,13 +61,14 @@ class ClaimingStorage:
         # hpo's own transactions ride out a database restart as the wrapped storage's calls do.
         self._retry = retrier_of(inner).call
         # SQLite ignores FOR UPDATE: a worker's own end of a trial and another's failing it as
-        # stale must not interleave. Server databases lock the row themselves.
-        self._finish_lock = threading.Lock() if self._engine.dialect.name == "sqlite" else None
+        # stale must not interleave. (Server databases lock the row themselves; one short lock
+        # per finished trial costs them nothing worth a case of its own.)
+        self._finish_lock = threading.Lock()
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         if state == TrialState.RUNNING:
             return self._retry(claim_sql, self._engine, trial_id)
-        with self._finish_lock or _NO_LOCK:
+        with self._finish_lock:
             if state == TrialState.FAIL and values is None:
                 if self._retry(fail_sql, self._engine, trial_id):
                     return True
@@ -95,17 +96,6 @@ class ClaimingStorage:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 class _Stop(Exception):
