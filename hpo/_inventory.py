@@ -17,6 +17,8 @@ from hpo._storage import Heartbeat, StorageURL, open_storage
 from hpo._study import LINEAGE_ATTR, SPEC_ATTR, count_states, finished_count
 
 NOT_HPO = "not hpo"  # the data column of a study hpo did not create
+# What a study is for, in the listing's `kind` column.
+SEARCH, RACE, CONFIRMATION, FOREIGN = "search", "race", "confirmation", "not hpo"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class StudyRow:
     created: str | None
     by_hpo: bool = True
     directions: tuple[str, ...] = ("maximize",)
+    # SEARCH; RACE (best_value is the race's choice: its mean over runs); CONFIRMATION (a
+    # `NAME:confirm` companion holding seed re-runs, not a search of its own); FOREIGN.
+    kind: str = SEARCH
 
 
 def list_studies(url: str | StorageURL) -> list[StudyRow]:
@@ -45,20 +50,48 @@ def list_studies(url: str | StorageURL) -> list[StudyRow]:
         lineage = attrs.get(LINEAGE_ATTR)
         by_hpo = isinstance(spec, dict)
         directions = tuple(d.name.lower() for d in summary.directions)
+        kind = _kind(attrs, spec) if by_hpo else FOREIGN
         best = _best(study, summary.directions)
+        best_value = best.value if best else None
+        best_number = best.number if best else None
+        if kind == RACE:
+            best_value, best_number = _race_choice(study, spec)
         rows.append(StudyRow(
             name=summary.study_name,
             dataset=_dataset(spec) if by_hpo else _foreign(directions),
             finished=finished_count(counts),
             counts=counts,
-            best_value=best.value if best else None,
-            best_number=best.number if best else None,
+            best_value=best_value,
+            best_number=best_number,
             parent=lineage.get("parent") if isinstance(lineage, dict) else None,
             created=attrs.get("created") if isinstance(attrs.get("created"), str) else None,
             by_hpo=by_hpo,
             directions=directions,
+            kind=kind,
         ))
     return rows
+
+
+def _kind(attrs: dict, spec: dict) -> str:
+    from hpo._notes import CONFIRMATION as CONFIRMATION_ROLE, ROLE_ATTR
+
+    if attrs.get(ROLE_ATTR) == CONFIRMATION_ROLE:
+        return CONFIRMATION
+    objective = spec.get("objective")
+    return RACE if isinstance(objective, dict) and objective.get("method") == "race" else SEARCH
+
+
+def _race_choice(study: optuna.Study, stored: dict) -> tuple[float | None, int | None]:
+    """A raced study's best: the race's choice (its mean over runs), not a lucky single run."""
+    from hpo import _racing  # the race reads the study layer, which re-exports this module
+    from hpo._spec import parse_spec
+
+    spec = parse_spec(stored, source=f"study '{study.study_name}'")
+    configs = _racing.configurations(study.get_trials(deepcopy=False))
+    choice = _racing.incumbent(configs, _racing.RaceSettings.of(spec))
+    if choice is None:
+        return None, None
+    return choice.mean, choice.number
 
 
 def _dataset(spec: dict) -> str:

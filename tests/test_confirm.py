@@ -68,6 +68,12 @@ def test_the_confirmed_choice_is_in_the_note_and_the_runs_are_labelled_bookkeepi
     assert searched.study.user_attrs[ROLE_ATTR] == "search"
     assert note(runs.study).startswith(f"**Bookkeeping study, not a search:** the confirmation runs of `{searched.name}`")
     assert runs.study.metric_names == ["validation accuracy"]
+    # The listing says which study is the search and which holds its confirmation runs.
+    kinds = {row.name: row.kind for row in _study.list_studies(searched.url)}
+    assert kinds == {searched.name: "search", searched.name + SUFFIX: "confirmation"}
+    table = hpo("study", "list", "--storage", searched.url)
+    assert table.returncode == 0, table.stderr
+    assert {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[2:]} == kinds
 
 
 def test_best_and_cli_say_which_choice_they_use(searched):

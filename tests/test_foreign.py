@@ -34,7 +34,8 @@ def shared(tmp_path_factory) -> str:
 def test_every_study_is_listed_with_foreign_ones_marked_and_their_best_by_direction(shared):
     rows = {row.name: row for row in list_studies(shared)}
     assert set(rows) == {"ours", "loss", "pareto", "empty"}
-    assert rows["ours"].by_hpo and rows["ours"].dataset == "digits"
+    assert rows["ours"].by_hpo and rows["ours"].dataset == "digits" and rows["ours"].kind == "search"
+    assert {rows[name].kind for name in ("loss", "pareto", "empty")} == {"not hpo"}
     assert not rows["loss"].by_hpo and rows["loss"].dataset == NOT_HPO
     assert (rows["loss"].best_value, rows["loss"].best_number) == (1.0, 1)
     assert rows["pareto"].dataset == f"{NOT_HPO}, 2 objectives"

@@ -127,6 +127,9 @@ def test_run_races_a_raced_study_and_best_show_evaluate_speak_of_its_estimate(tm
     assert budget == 12 * 4 and budget - 4 < spent <= budget and result.reached_target
     assert spent == epochs_spent(trials, 4)
     assert len(set(finished_runs(trials))) == len(finished_runs(trials))
+    # The listing's best is the race's choice, not the luckiest single run.
+    row = {r.name: r for r in hpo.list_studies(storage)}["raced"]
+    assert row.kind == "race" and (row.best_value, row.best_number) == (choice.mean, choice.number)
     # Progress is said in epochs of the budget, with the incumbent's estimate.
     assert {r.unit for r in reports} == {"epochs"} and {r.target for r in reports} == {budget}
     assert reports[-1].done == spent and "incumbent #" in reports[-1].leader

@@ -246,7 +246,8 @@ class _EventPrinter:
 
 @app.command("list")
 def list_(storage: StorageOption = None, json_: JsonOption = False) -> None:
-    """The studies in the storage, with their progress, best value and lineage."""
+    """The studies in the storage: kind (search, race, confirmation companion, not hpo), progress,
+    best value (a race's: its choice's mean over runs) and lineage."""
     url = resolve_url(storage)
     rows = _study.list_studies(url)
     if json_:
@@ -256,8 +257,8 @@ def list_(storage: StorageOption = None, json_: JsonOption = False) -> None:
         typer.echo(f"No studies in {mask_url(url)}. Create one with: {hint('study create', 'SPEC', storage=storage)}")
         return
     print_table(
-        ["name", "data", "finished", "complete", "pruned", "failed", "running", "best", "parent"],
-        [[r.name, r.dataset, r.finished, r.counts["COMPLETE"], r.counts["PRUNED"], r.counts["FAIL"],
+        ["name", "kind", "data", "finished", "complete", "pruned", "failed", "running", "best", "parent"],
+        [[r.name, r.kind, r.dataset, r.finished, r.counts["COMPLETE"], r.counts["PRUNED"], r.counts["FAIL"],
           r.counts["RUNNING"], r.best_value, r.parent or "-"] for r in rows])
 
 
