@@ -75,7 +75,8 @@ def priority_of(attrs: dict) -> int:
 def candidates(storage: optuna.storages.BaseStorage, names: Sequence[str] = ()) -> list[Candidate]:
     """The hpo studies of the storage (only `names`, when given) with their priorities and counts.
 
-    Queue-only studies (confirmation runs) are left to `hpo study confirm`.
+    Queue-only studies (confirmation runs) are left to `hpo study confirm`, raced studies to
+    `hpo study run` (a race picks each run from its evidence and spends a budget of epochs).
     """
     found = []
     for frozen in storage.get_all_studies():
@@ -83,12 +84,19 @@ def candidates(storage: optuna.storages.BaseStorage, names: Sequence[str] = ()) 
         spec = attrs.get(_study.SPEC_ATTR)
         if not isinstance(spec, dict) or attrs.get(_study.QUEUE_ONLY_ATTR) or (names and frozen.study_name not in names):
             continue
+        if _raced(spec):
+            continue
         target = int(attrs.get(_study.TARGET_ATTR) or spec.get("study", {}).get("trials", 0))
         trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
         counts = _claims.count_states(trials)
         found.append(Candidate(frozen.study_name, priority_of(attrs), target,
                                sum(counts[s.name] for s in FINISHED), counts["RUNNING"], counts["WAITING"]))
     return found
+
+
+def _raced(spec: dict) -> bool:
+    objective = spec.get("objective")
+    return isinstance(objective, dict) and objective.get("method") == "race"
 
 
 def choose(found: list[Candidate]) -> list[Candidate]:

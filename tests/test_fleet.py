@@ -134,3 +134,15 @@ def test_an_unknown_study_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr == (f"Error: no study named 'absent' in {url} that a worker can run; "
                              "`hpo study list` shows the studies there\n")
+
+
+def test_a_raced_study_is_left_to_hpo_study_run(tmp_path):
+    """A race picks each run from its evidence and spends a budget of epochs: workers of the fleet
+    run the plain study and leave the raced one untouched."""
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    make(tmp_path, url, "plain", 3)
+    make(tmp_path, url, "raced", 3, extra='\n[objective]\nmethod = "race"\nfolds = 3\nprune_epochs = []\n',
+         epochs=2)
+    finish(workers(url, 1))
+    assert sum(t.state.name in FINISHED for t in trials(url, "plain")) == 3
+    assert trials(url, "raced") == []
