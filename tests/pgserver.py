@@ -10,7 +10,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def _bin_dir() -> Path | None:
@@ -92,3 +95,15 @@ class TempPostgres:
         except subprocess.CalledProcessError:
             pass  # already stopped
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def private_server() -> Iterator[TempPostgres]:
+    """A fixture body: a private cluster, skipped with the reason where none can be made, except in
+    CI (`CI` set), where that fails."""
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot start a private PostgreSQL server in CI: {reason}")
+        pytest.skip(reason)
+    with TempPostgres() as pg:
+        yield pg

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from helpers import hpo, hpo_popen, unique, write_spec
-from pgserver import TempPostgres, unavailable_reason
+from pgserver import private_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -18,13 +18,7 @@ FINISHED = ("COMPLETE", "PRUNED")
 
 @pytest.fixture
 def server():
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot start a private PostgreSQL server in CI: {reason}")
-        pytest.skip(reason)
-    with TempPostgres() as pg:
-        yield pg
+    yield from private_server()
 
 
 def _trials(url, name):

@@ -20,7 +20,7 @@ import pytest
 
 from helpers import cli_env, hpo, write_spec
 from hpo import open_storage
-from pgserver import TempPostgres, unavailable_reason
+from pgserver import private_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -36,12 +36,7 @@ DATABASE = "vault"
 
 @pytest.fixture(scope="module")
 def server():
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot start a private PostgreSQL server in CI: {reason}")
-        pytest.skip(reason)
-    with TempPostgres() as pg:
+    for pg in private_server():
         pg.add_password_user(USER, PASSWORD, DATABASE)
         yield pg
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import json
 import os
 import shlex
@@ -91,3 +93,13 @@ def _looks_numeric(cell: str) -> bool:
         return True
     except ValueError:
         return cell == "-"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

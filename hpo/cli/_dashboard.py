@@ -6,7 +6,6 @@ A single command, no group: the root (`hpo.cli`) mounts `dashboard` itself.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import signal
 import socket
 import socketserver
@@ -19,7 +18,7 @@ import typer
 from hpo._errors import HpoError, StorageError
 from hpo._notes import refresh_all
 from hpo._storage import Heartbeat, mask_url, open_storage, resolve_url
-from hpo.cli._common import StorageOption
+from hpo.cli._common import StorageOption, is_loopback
 
 
 class DashboardError(HpoError):
@@ -57,7 +56,7 @@ def dashboard(
     server = _bind(host, port, app)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"Dashboard of {mask_url(url)} on http://{shown}:{port}/dashboard/ (Ctrl-C to stop)")
-    if not _is_loopback(host):
+    if not is_loopback(host):
         typer.echo(f"Warning: {host} is reachable from other machines, and the dashboard has no login.",
                    err=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -131,15 +130,6 @@ def _bind(host: str, port: int, app) -> WSGIServer:
 
 def _in_use(exc: OSError) -> bool:
     return exc.errno == errno.EADDRINUSE
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Annotated
 
@@ -12,7 +11,7 @@ import typer
 from hpo import _proxy
 from hpo._storage import (
     STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_storage, resolve_url, schema_version)
-from hpo.cli._common import JsonOption, StorageOption, group, print_json, print_table
+from hpo.cli._common import JsonOption, StorageOption, group, is_loopback, print_json, print_table
 
 app = group(help="Check storages; serve one to many workers through a gRPC proxy.")
 
@@ -64,17 +63,9 @@ def serve(
 
     def ready(bound: int) -> None:
         typer.echo(f"Serving {url.masked} on grpc://{shown}:{bound} (Ctrl-C to stop)")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             typer.echo(f"Warning: {host} is reachable from other machines, and the proxy has no login.", err=True)
 
     _proxy.serve(database, host, port, threads, on_ready=ready)
     typer.echo("Proxy stopped.")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
