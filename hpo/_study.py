@@ -33,7 +33,7 @@ from hpo._objective import Objective
 from hpo._notes import refresh as refresh_note
 from hpo._sampler import FINISHED, make_pruner, make_sampler
 from hpo._spec import StudySpec, parse_spec
-from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage
+from hpo._storage import Heartbeat, StorageURL, is_read_only, open_storage, read_only_error, resolve_storage
 from hpo._version import __version__
 
 SPEC_ATTR = "spec"
@@ -438,8 +438,12 @@ class HeldInterrupt:
 def fail_stale(handle: StudyHandle) -> tuple[list[int], list[int]]:
     """Fail RUNNING trials without a recent heartbeat (each is queued again once).
 
-    Returns the numbers of the trials failed and of the retries queued for them.
+    Returns the numbers of the trials failed and of the retries queued for them. A read-only
+    storage is refused even when nothing is stale: the command is a write, and saying "nothing
+    to do" there would hide that it could not have done anything.
     """
+    if is_read_only(handle.storage_url):
+        raise read_only_error(handle.storage_url)
     before = {t.number for t in handle.trials((TrialState.RUNNING,))}
     waiting = {t.number for t in handle.trials((TrialState.WAITING,))}
     # Each trial is failed in one atomic step, so this needs no study lock (hpo/_claims.py).
