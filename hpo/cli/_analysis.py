@@ -131,6 +131,7 @@ def plot(
                                             help="Best K for the ranges and curves figures.")] = None,
     dpi: Annotated[int, typer.Option(min=1, help="Resolution of the PNG files.")] = 90,
     storage: StorageOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Draw the study's figures as PNG files (ranges, curves, history, importance, optimizers, …)."""
     # A name may come from someone else's file (import keeps it): never a path of its own.
@@ -142,6 +143,11 @@ def plot(
     rendered = render_all(handle.study, folder, kinds, top=top, dpi=dpi)
     if not any(done.path for done in rendered):
         raise StudyError(f"no figure applies to study '{name}' yet: {rendered[0].skipped}")
+    if json_:
+        print_json({"study": name, "folder": str(folder),
+                    "figures": [{"kind": d.kind, "file": str(d.path) if d.path else None, "skipped": d.skipped}
+                                for d in rendered]})
+        return
     for done in rendered:
         if done.path:
             typer.echo(f"{done.kind}: {done.path}")
@@ -192,6 +198,7 @@ def report(
     top: Annotated[int | None, typer.Option("--top", "-k", min=2,
                                             help="Best K for the narrowing and the figures.")] = None,
     storage: StorageOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """One self-contained HTML page: spec, lineage, best trials, narrowed ranges, figures, test result."""
     path = check_target(out) if out is not None else check_target(Path(f"{safe_stem(name)}-report.html"), "the file")
@@ -199,4 +206,7 @@ def report(
     from hpo._report import write as write_report
 
     size = write_report(handle, path, top=top)
+    if json_:
+        print_json({"study": name, "file": str(path), "bytes": size})
+        return
     typer.echo(f"Wrote {path} ({size / 1024:.0f} KB).")

@@ -133,18 +133,23 @@ def fetch_command(
 
 
 @app.command("verify")
-def verify_command(name: NameArgument, data_dir: DataDirOption = None) -> None:
+def verify_command(name: NameArgument, data_dir: DataDirOption = None, json_: JsonOption = False) -> None:
     """Compare the files found against the known checksums (sha256 of the decompressed content)."""
     info = REGISTRY[name.value]
     checks = verify(info.name, data_dir)
-    if not checks:
+    if json_:
+        print_json({"dataset": info.name, "files": [
+            {"file": c.file, "path": str(c.path), "status": c.status, "check": c.method, "detail": c.detail}
+            for c in checks]})
+    if not checks and not json_:
         typer.echo(f"{info.name}: bundled with hpo; nothing to verify.")
         return
-    print_table(["status", "check", "file"], [[c.status, c.method, str(c.path)] for c in checks])
-    for check in checks:
-        if check.status != "ok":
-            typer.echo(f"{check.file}: {check.detail}")
-    if locate(info.name, data_dir).status == "test-only":
+    if not json_:
+        print_table(["status", "check", "file"], [[c.status, c.method, str(c.path)] for c in checks])
+        for check in checks:
+            if check.status != "ok":
+                typer.echo(f"{check.file}: {check.detail}")
+    if locate(info.name, data_dir).status == "test-only" and not json_:
         typer.echo(f"{info.name}: training files absent; the test files stand in for both (docs/data.md).")
     bad = [c for c in checks if c.status in ("mismatch", "unreadable")]
     if bad:

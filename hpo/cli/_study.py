@@ -393,6 +393,7 @@ def fail_stale(
         help="Seconds without heartbeat after which a RUNNING trial counts as dead, for this check "
         "only. Default: the study's grace period.")] = None,
     storage: StorageOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Fail the RUNNING trials whose worker stopped sending heartbeats; each is retried once."""
     url = resolve_url(storage)
@@ -403,6 +404,9 @@ def fail_stale(
     else:
         grace_period = _study.study_heartbeat(handle.study).grace_period
     failed, retried = _study.fail_stale(handle)
+    if json_:
+        print_json({"study": name, "grace_period": grace_period, "failed": failed, "queued_again": retried})
+        return
     if not failed:
         typer.echo(f"No stale trials in '{name}' (grace period {grace_period} s).")
         return
@@ -415,6 +419,7 @@ def delete(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
     storage: StorageOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Delete a study and all its trials (needs --yes)."""
     url = resolve_url(storage)
@@ -422,4 +427,7 @@ def delete(
         raise typer.BadParameter(f"deleting study '{name}' cannot be undone; add --yes to confirm",
                                  param_hint="--yes")
     n = _study.delete(name, url)
+    if json_:
+        print_json({"study": name, "storage": mask_url(url), "trials": n})
+        return
     typer.echo(f"Deleted study '{name}' and its {n} trials from {mask_url(url)}.")

@@ -12,7 +12,7 @@ import typer
 
 from hpo import _fleet
 from hpo._storage import mask_url, resolve_url
-from hpo.cli._common import NameArg, StorageOption, group
+from hpo.cli._common import JsonOption, NameArg, StorageOption, group, print_json
 
 
 def worker(
@@ -46,8 +46,12 @@ def priority(
     name: NameArg,
     value: Annotated[int, typer.Argument(metavar="N", help="The priority: higher runs first; the default is 0.")],
     storage: StorageOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Set the priority `hpo worker` gives a study (overrides the spec's [study] priority)."""
     url = resolve_url(storage)
     before = _fleet.set_priority(name, url, value)
+    if json_:
+        print_json({"study": name, "priority": value, "was": before})
+        return
     typer.echo(f"Study '{name}': priority {value} (was {before}).")
