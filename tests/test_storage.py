@@ -40,7 +40,7 @@ from hpo._storage import (
 )
 from hpo._retry import RETRY_ENV, Retrier, RetryingStorage, is_transient, retrier_of, retry_seconds
 from helpers import REPO, cli_env, hpo, postgres_or_fail, write_spec
-from pgserver import private_server
+from pgserver import private_server as private_cluster
 
 # --- Parsing ---------------------------------------------------------------------------------------
 
@@ -516,7 +516,7 @@ def test_a_write_command_on_a_read_only_file_says_so_in_one_line(finished_db, tm
 
 @pytest.fixture
 def private_server():
-    yield from private_server()
+    yield from private_cluster()
 
 
 def _race_creates(tmp_path: Path, url: str, names: list[str]) -> list[subprocess.CompletedProcess]:
