@@ -42,3 +42,13 @@ def test_plot_report_fail_stale_priority_delete_and_verify_print_json(tmp_path):
     verified = _json("data", "verify", "mnist", "--data-dir", str(DATA_DIR), "--json")
     assert verified["dataset"] == "mnist" and verified["files"]
     assert {f["status"] for f in verified["files"]} == {"ok"}
+
+
+def test_worker_and_data_fetch_print_json(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    spec = write_spec(tmp_path, "w", trials=2, epochs=1, samples=200, random_trials=2)
+    assert _json("study", "create", str(spec), "--storage", url, "--json")["name"] == "w"
+    ran = _json("worker", "--storage", url, "--poll", "0.2", "--json")
+    assert [(t["study"], t["state"]) for t in ran["trials"]] == [("w", "COMPLETE")] * 2
+    assert _json("data", "fetch", "digits", "--json") == {"dataset": "digits", "bundled": True, "folder": None,
+                                                           "files": []}

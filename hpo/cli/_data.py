@@ -116,10 +116,14 @@ def fetch_command(
             "else the public mirrors.",
         ),
     ] = None,
+    json_: JsonOption = False,
 ) -> None:
     """Download a data set, checking every file's MD5 before keeping it."""
     info = REGISTRY[name.value]
     if info.bundled:
+        if json_:
+            print_json({"dataset": info.name, "bundled": True, "folder": None, "files": []})
+            return
         typer.echo(f"{info.name}: bundled with hpo; nothing to download.")
         return
     reporter = _ProgressLine()
@@ -127,6 +131,10 @@ def fetch_command(
         folder = download(info.name, dest=dest, base_url=url, progress=reporter)
     finally:
         reporter.close()
+    if json_:
+        print_json({"dataset": info.name, "bundled": False, "folder": str(folder),
+                    "files": sorted(info.files.values())})
+        return
     typer.echo(f"{info.name}: {len(info.files)} files checked, in {folder}")
     if dest is not None:
         typer.echo(f"Use them with --data-dir {dest} or HPO_DATA_DIR={dest}.")

@@ -25,6 +25,7 @@ def worker(
         min=0.1, help="Seconds between looks at the storage while there is nothing to run.")] = 2.0,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the data files.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per trial.")] = False,
+    json_: JsonOption = False,
 ) -> None:
     """Run trials of whichever studies in the storage still have budget, highest priority first,
     equal priorities sharing the workers. Start one per core on each machine, then only create
@@ -33,8 +34,13 @@ def worker(
     url = resolve_url(storage)
     fleet = _fleet.Worker(url, study or (), wait=wait, poll_seconds=poll,
                           data_dir=str(data_dir) if data_dir else None,
-                          on_trial=None if quiet else lambda done: typer.echo(_fleet.describe(done)))
+                          on_trial=None if quiet or json_ else lambda done: typer.echo(_fleet.describe(done)))
     ran = fleet.run()
+    if json_:
+        print_json({"storage": mask_url(url), "trials": [
+            {"study": done.study, "number": done.trial.number, "state": done.trial.state.name,
+             "value": done.trial.value} for done in ran]})
+        return
     typer.echo(f"No study in {mask_url(url)} has trials left to start; this worker ran {len(ran)}.")
 
 
