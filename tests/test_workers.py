@@ -62,7 +62,10 @@ def test_three_workers_on_postgresql_reach_the_target_exactly(tmp_path):
 def test_a_killed_worker_s_trial_is_failed_and_retried_with_the_same_parameters(tmp_path):
     url = postgres_or_fail()
     name = unique("killed")
-    spec = write_spec(tmp_path, "k", trials=4, epochs=300, samples=1200, random_trials=3)
+    spec = write_spec(tmp_path, "k", trials=4, epochs=1000, samples=1200, random_trials=3)
+    # Long trials that cannot diverge (and so end at once): the kill must land mid-trial.
+    spec.write_text(spec.read_text().replace("high = 0.5", "high = 0.01")
+                    .replace('choices = ["sgd", "momentum", "adam"]', 'choices = ["sgd"]'))
     created = hpo("study", "create", str(spec), "--name", name, "--heartbeat-interval", "1",
                   "--grace-period", "3", "--storage", url)
     assert created.returncode == 0, created.stderr
