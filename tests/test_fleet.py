@@ -99,13 +99,21 @@ def test_a_waiting_worker_picks_up_a_study_created_later(tmp_path):
 
 def test_sigterm_mid_trial_records_the_trial_and_stops_the_worker(tmp_path):
     url = f"sqlite:///{tmp_path / 'fleet.db'}"
-    make(tmp_path, url, "long", 2, epochs=300, samples=1200)
+    # Long trials that cannot diverge (a diverging one ends at once): the signal lands mid-trial.
+    spec = write_spec(tmp_path, "long", trials=2, epochs=1000, samples=1200, random_trials=2)
+    spec.write_text(spec.read_text().replace("high = 0.5", "high = 0.01")
+                    .replace('choices = ["sgd", "momentum", "adam"]', 'choices = ["sgd"]'))
+    assert hpo("study", "create", str(spec), "--storage", url).returncode == 0
     [worker] = workers(url, 1)
     deadline = time.monotonic() + 120
-    while not [t for t in trials(url, "long") if t.state.name == "RUNNING"]:
+    while True:
+        running = [t.number for t in trials(url, "long") if t.state.name == "RUNNING"]
+        if running:
+            time.sleep(1.0)
+            if [t.number for t in trials(url, "long") if t.state.name == "RUNNING"] == running:
+                break
         assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()[1]
         time.sleep(0.1)
-    time.sleep(1.0)
     worker.send_signal(signal.SIGTERM)
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 128 + signal.SIGTERM
