@@ -25,8 +25,10 @@ class DashboardError(HpoError):
     """The dashboard cannot serve: the address is taken or cannot be bound."""
 
 
-class _Stop(Exception):
-    """SIGTERM asks the server to stop, as Ctrl-C does."""
+class _Stop(BaseException):
+    """SIGTERM asks the server to stop, as Ctrl-C does. Not an Exception, as KeyboardInterrupt is
+    not: a SIGTERM that lands while a request is served must not be taken for that request's error
+    (the WSGI server logs those and serves on)."""
 
 
 def dashboard(
