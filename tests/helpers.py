@@ -94,17 +94,22 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def postgres_or_fail() -> str:
-    """The test server's URL; skip when it is unreachable, except in CI, where that fails."""
+def server_or_fail(what: str, url: str) -> str:
+    """`url` of a test server; skip when it is unreachable, except in CI, where that fails."""
     import sqlalchemy
 
     try:
-        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
         with engine.connect():
             pass
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same here
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
-    return POSTGRES_URL
+            pytest.fail(f"{what} at {url} is unreachable in CI: {exc}")
+        pytest.skip(f"{what} at {url} unreachable: {exc}")
+    return url
+
+
+def postgres_or_fail() -> str:
+    """The test PostgreSQL server's URL (see server_or_fail)."""
+    return server_or_fail("PostgreSQL", POSTGRES_URL)

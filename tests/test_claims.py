@@ -19,27 +19,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
-from helpers import cli_env, hpo, postgres_or_fail, unique, write_spec
+from helpers import cli_env, hpo, postgres_or_fail, server_or_fail, unique, write_spec
 
 MYSQL_URL = os.environ.get("HPO_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def mysql_or_fail() -> str:
-    """The test MariaDB's URL; skip when it is unreachable, except in CI, where that fails."""
-    try:
-        engine = sqlalchemy.create_engine(MYSQL_URL, connect_args={"connect_timeout": 5})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means the same here
-        if os.environ.get("CI"):
-            pytest.fail(f"MariaDB at {MYSQL_URL} is unreachable in CI: {exc}")
-        pytest.skip(f"MariaDB at {MYSQL_URL} unreachable: {exc}")
-    return MYSQL_URL
+    """The test MariaDB's URL (see server_or_fail)."""
+    return server_or_fail("MariaDB", MYSQL_URL)
 
 
 def free_port() -> int:
