@@ -42,7 +42,7 @@ import sqlalchemy
 from hpo import _claims
 from hpo import _optuna_internals as internals
 from hpo._spec import parse_spec
-from hpo._storage import Heartbeat
+from hpo._storage import Heartbeat, params_in_one_write
 from hpo._study import create, open_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,10 +59,12 @@ SPEC = {
 
 
 def suggest(trial: optuna.Trial) -> None:
-    trial.suggest_float("lr", 1e-4, 0.5, log=True)
-    trial.suggest_float("weight_decay", 1e-8, 1e-2, log=True)
-    trial.suggest_int("hidden_units", 16, 256)
-    trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"])
+    """The 4 parameters, suggested and stored as hpo's objective does it."""
+    with params_in_one_write(trial):
+        trial.suggest_float("lr", 1e-4, 0.5, log=True)
+        trial.suggest_float("weight_decay", 1e-8, 1e-2, log=True)
+        trial.suggest_int("hidden_units", 16, 256)
+        trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"])
 
 
 def with_app_name(url: str) -> str:

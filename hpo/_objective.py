@@ -17,7 +17,7 @@ import trainer
 from hpo._errors import StudyError
 from hpo._sampler import trial_seed
 from hpo._space import suggest
-from hpo._storage import record_trial
+from hpo._storage import params_in_one_write, record_trial
 from hpo._spec import StudySpec
 
 
@@ -74,7 +74,8 @@ class Objective:
         return self._folds
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = suggest(trial, self.spec.search)
+        with params_in_one_write(trial):
+            params = suggest(trial, self.spec.search)
         runs = [(fold, repeat) for fold in range(len(self.folds)) for repeat in range(self.spec.objective.repeats)]
         # Without a pruner nothing reads the per-epoch values while the trial runs, so they are
         # stored with the trial's attributes in one transaction at its end.

@@ -15,8 +15,9 @@ tests/test_optuna_internals.py checks every name used here and says which one mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages._rdb import models
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo import _retry
 
@@ -71,6 +72,12 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManage
 def forget_cached_trials(study: optuna.Study) -> None:
     """Make the sampler read the trials afresh, as `Study.ask` does before it samples."""
     study._thread_local.cached_all_trials = None
+
+
+def cached_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
+    """The study's trials in `states` from its per-thread cache, as samplers read them (filled from
+    the storage on the first read after `forget_cached_trials`)."""
+    return study._get_trials(deepcopy=False, states=states, use_cache=True)
 
 
 def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
@@ -210,3 +217,28 @@ def intermediate_to_stored(value: float) -> tuple[float | None, Any]:
 
 def stored_to_intermediate(stored: float | None, kind: Any) -> float:
     return models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(stored, kind)
+
+
+@contextlib.contextmanager
+def trial_params_held(trial: optuna.Trial, keep: Callable[[str, float, Any], None]) -> Iterator[None]:
+    """Within the block, `trial.suggest_*` hands each new parameter (name, value as stored,
+    distribution) to `keep` instead of the storage; the trial itself knows them at once, as after a
+    write. Optuna's `Trial` writes through its `storage` attribute; every other call passes through."""
+    storage = trial.storage
+    trial.storage = _HeldParams(storage, keep)
+    try:
+        yield
+    finally:
+        trial.storage = storage
+
+
+class _HeldParams:
+    def __init__(self, storage: BaseStorage, keep: Callable[[str, float, Any], None]):
+        self._storage = storage
+        self._keep = keep
+
+    def set_trial_param(self, trial_id: int, name: str, internal: float, distribution: Any) -> None:
+        self._keep(name, internal, distribution)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)

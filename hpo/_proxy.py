@@ -34,7 +34,7 @@ from hpo import _optuna_internals as internals
 from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, look_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
 from hpo._retry import retrier_of
-from hpo._storage import Heartbeat, StorageURL, open_storage
+from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, open_storage, write_params_sql
 
 DEFAULT_PORT = 13000
 DEFAULT_THREADS = 8  # at most this many database connections, whatever the number of workers
@@ -93,6 +93,12 @@ class ClaimingStorage:
             self._retry(top_up_sql, self._engine, study_id, int(value["target"]), int(value["batch"]))
             return
         self._inner.set_study_system_attr(study_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == PARAMS_KEY:  # a worker's new trial's parameters, all at once (`write_params`)
+            self._retry(write_params_sql, self._engine, trial_id, [tuple(row) for row in value])
+            return
+        self._inner.set_trial_system_attr(trial_id, key, value)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

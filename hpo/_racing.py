@@ -56,7 +56,7 @@ from hpo._objective import Objective
 from hpo._sampler import trial_seed
 from hpo._space import suggest
 from hpo._spec import ObjectiveSpec, StudySpec
-from hpo._storage import record_trial
+from hpo._storage import params_in_one_write, record_trial
 
 CONFIG_ATTR = "config"
 RUN_ATTR = "run"
@@ -397,7 +397,8 @@ def _try_claim(study: optuna.Study, spec: StudySpec, settings: RaceSettings,
             # Optuna warns that only Study.optimize sends heartbeats: `run_race` sends them itself.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = study.ask()
-        params = suggest(trial, spec.search)
+        with params_in_one_write(trial):
+            params = suggest(trial, spec.search)
         number, run = trial.number, 0
         record_trial(trial, {}, {CONFIG_ATTR: number, RUN_ATTR: run})
     else:

@@ -58,11 +58,16 @@ class TrialSeededSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._inner = self._make(trial_seed(self._seed, trial.number, stream=1))
-        # get_trials reads the storage, not the study's per-thread cache: other workers finish
-        # trials too, and the phase must count them.
-        n_finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        internals.set_trial_user_attr(study, trial, "phase", self.phase(n_finished))
+        internals.set_trial_user_attr(study, trial, "phase", self._phase_of(study))
         self._inner.before_trial(study, trial)
+
+    def _phase_of(self, study: Study) -> str:
+        if self._spec.kind == "random":
+            return "random"  # nothing to count
+        # The trials as TPE is about to read them: the study's per-thread cache, which a new trial
+        # starts empty (hpo's `_start_trial` and Optuna's `ask` alike), so other workers' finished
+        # trials count, and the storage is read once for both.
+        return self.phase(len(internals.cached_trials(study, FINISHED)))
 
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial

@@ -729,3 +729,79 @@ def _write_records(engine: sqlalchemy.Engine, trial_id: int, intermediate: dict[
             connection.execute(sqlalchemy.insert(user), [
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in attrs.items()])
+
+
+# --- Writing a new trial's parameters in one transaction --------------------------------------
+# Optuna writes each suggested parameter in a transaction of its own (reading the trial, a
+# parameter of the same name elsewhere in the study, then inserting): for a 4-parameter space that
+# is 16 statements and 4 commits per trial, most of what a short trial costs the storage
+# (BENCHMARKS.md, "A fleet on one database"). A trial's parameters are all suggested before it
+# trains, so they are written together: one transaction directly, one call through the proxy.
+
+PARAMS_KEY = "hpo:params"  # asks `hpo storage serve` to write a trial's parameters; never stored
+
+
+@contextlib.contextmanager
+def params_in_one_write(trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, the trial's suggestions are kept; at its end they are stored at once."""
+    storage = internals.study_storage(trial.study)
+    pending: list[tuple[str, float, str]] = []
+    with internals.trial_params_held(trial, lambda name, internal, distribution: pending.append(
+            (name, float(internal), optuna.distributions.distribution_to_json(distribution)))):
+        try:
+            yield
+        finally:
+            if pending:
+                write_params(storage, internals.trial_id(trial), pending)
+
+
+def write_params(storage: optuna.storages.BaseStorage, trial_id: int, rows: list[tuple[str, float, str]]) -> None:
+    """Store a running trial's parameters, given as (name, value as stored, distribution JSON)."""
+    rdb = internals.rdb_storage(storage)
+    if rdb is not None:
+        retrier_of(storage).call(write_params_sql, rdb.engine, trial_id, rows)
+    elif _is_proxy_client(storage):
+        storage.set_trial_system_attr(trial_id, PARAMS_KEY, [list(row) for row in rows])
+    else:
+        for name, internal, distribution in rows:
+            storage.set_trial_param(trial_id, name, internal, optuna.distributions.json_to_distribution(distribution))
+
+
+def _is_proxy_client(storage: optuna.storages.BaseStorage) -> bool:
+    """A client of `hpo storage serve` (the gateway connects to no other proxy)."""
+    return isinstance(getattr(storage, "inner", storage), optuna.storages.GrpcStorageProxy)
+
+
+def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[str, float, str]]) -> None:
+    """One transaction with Optuna's checks: the trial exists and is not finished, and each parameter's
+    distribution agrees with the one it has in the study's other trials."""
+    tables = internals.TABLES
+    trials, params = tables.trials, tables.params
+    names = [name for name, _value, _distribution in rows]
+    options = {} if engine.dialect.name == "sqlite" else {"isolation_level": "READ COMMITTED"}
+    with engine.connect().execution_options(**options) as connection, connection.begin():
+        found = connection.execute(sqlalchemy.select(trials.c.state, trials.c.study_id)
+                                   .where(trials.c.trial_id == trial_id)).one_or_none()
+        if found is None:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        if found.state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"Trial#{trial_id} has already finished and can not be updated.")
+        # One earlier parameter of each name in the study (other trials: a repeated transaction
+        # finds its own rows, deleted below).
+        earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
+                   .join(trials, trials.c.trial_id == params.c.trial_id)
+                   .where(trials.c.study_id == found.study_id, params.c.param_name == name,
+                          params.c.trial_id != trial_id).limit(1).subquery() for name in names]
+        for name, distribution in connection.execute(sqlalchemy.union_all(
+                *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier))):
+            given = dict((n, d) for n, _v, d in rows)[name]
+            optuna.distributions.check_distribution_compatibility(
+                optuna.distributions.json_to_distribution(distribution),
+                optuna.distributions.json_to_distribution(given))
+        # Deleting before inserting makes the transaction safe to repeat after an outage.
+        connection.execute(sqlalchemy.delete(params).where(params.c.trial_id == trial_id,
+                                                           params.c.param_name.in_(names)))
+        connection.execute(sqlalchemy.insert(params), [
+            {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distribution}
+            for name, value, distribution in rows])

@@ -57,9 +57,29 @@ def _cached_trials(study: optuna.Study) -> str | None:
     if not hasattr(study._thread_local, "cached_all_trials"):
         return "the study's thread-local state has no cached_all_trials"
     study.ask()
-    study._thread_local.cached_all_trials = []  # a stale cache: the sampler must not see it
+    internals.forget_cached_trials(study)
+    if len(internals.cached_trials(study, (TrialState.RUNNING,))) != 1:
+        return "Study._get_trials(use_cache=True) no longer fills the per-thread cache from the storage"
+    study._thread_local.cached_all_trials = []  # a stale cache: what the sampler reads now
+    if internals.cached_trials(study, (TrialState.RUNNING,)):
+        return "Study._get_trials(use_cache=True) no longer reads the per-thread cache"
     if len(study.get_trials(deepcopy=False)) != 1:
-        return "Study.get_trials now reads the per-thread cache; the sampler's phase would count stale trials"
+        return "Study.get_trials now reads the per-thread cache"
+    return None
+
+
+def _trial_storage_attr(study: optuna.Study) -> str | None:
+    trial = study.ask()
+    if trial.storage is not study._storage:
+        return "Trial.storage is not the study's storage"
+    kept = []
+    with internals.trial_params_held(trial, lambda *row: kept.append(row)):
+        value = trial.suggest_float("x", 0.0, 1.0)
+        again = trial.suggest_float("x", 0.0, 1.0)
+    if [row[:2] for row in kept] != [("x", value)] or again != value:
+        return "Trial.suggest_* no longer writes a new parameter through Trial.storage.set_trial_param"
+    if study._storage.get_trial(trial._trial_id).params or trial.params != {"x": value}:
+        return "a held parameter reached the storage, or the trial does not know it"
     return None
 
 
@@ -187,6 +207,7 @@ PRIVATE = {
     "optuna.Study._study_id": _study_id_attr,
     "optuna.Study._thread_local.cached_all_trials": _cached_trials,
     "optuna.Trial._trial_id and FrozenTrial._trial_id": _trial_id_attr,
+    "optuna.Trial.storage (what suggest_* writes through)": _trial_storage_attr,
     "optuna.storages._cached_storage._CachedStorage._backend": _cached_storage_backend,
     "optuna.storages._cached_storage._CachedStorage (constructor)": _cached_storage_class,
     "optuna.storages._heartbeat.BaseHeartbeat": _heartbeat_base,
