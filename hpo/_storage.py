@@ -743,8 +743,17 @@ PARAMS_KEY = "hpo:params"  # asks `hpo storage serve` to write a trial's paramet
 
 @contextlib.contextmanager
 def params_in_one_write(trial: optuna.Trial) -> Iterator[None]:
-    """Within the block, the trial's suggestions are kept; at its end they are stored at once."""
+    """Within the block, the trial's suggestions are kept; at its end they are stored at once.
+
+    On a SQL database and through `hpo storage serve`; other storages (a journal, memory) are
+    written as Optuna writes them, one by one, since their trials in memory are the trial's own
+    objects and must not hold a parameter before the storage has accepted it.
+    """
     storage = internals.study_storage(trial.study)
+    rdb = internals.rdb_storage(storage)
+    if rdb is None and not _is_proxy_client(storage):
+        yield
+        return
     pending: list[tuple[str, float, str]] = []
     with internals.trial_params_held(trial, lambda name, internal, distribution: pending.append(
             (name, float(internal), optuna.distributions.distribution_to_json(distribution)))):
@@ -756,15 +765,21 @@ def params_in_one_write(trial: optuna.Trial) -> Iterator[None]:
 
 
 def write_params(storage: optuna.storages.BaseStorage, trial_id: int, rows: list[tuple[str, float, str]]) -> None:
-    """Store a running trial's parameters, given as (name, value as stored, distribution JSON)."""
+    """Store a running trial's parameters, given as (name, value as stored, distribution JSON), on a
+    SQL database or through `hpo storage serve`."""
     rdb = internals.rdb_storage(storage)
     if rdb is not None:
         retrier_of(storage).call(write_params_sql, rdb.engine, trial_id, rows)
-    elif _is_proxy_client(storage):
+        return
+    try:
         storage.set_trial_system_attr(trial_id, PARAMS_KEY, [list(row) for row in rows])
-    else:
-        for name, internal, distribution in rows:
-            storage.set_trial_param(trial_id, name, internal, optuna.distributions.json_to_distribution(distribution))
+    except Exception as exc:
+        # The protocol carries a ValueError (a distribution that disagrees with the study's) only
+        # for Optuna's own parameter call; for this one it arrives as an unknown error with its text.
+        code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+        if callable(code) and callable(details) and code().name == "UNKNOWN" and details():
+            raise ValueError(details().removeprefix("Exception calling application: ")) from None
+        raise
 
 
 def _is_proxy_client(storage: optuna.storages.BaseStorage) -> bool:

@@ -34,13 +34,16 @@ from hpo._storage import (
     lock_path,
     mask_url,
     open_storage,
+    params_in_one_write,
     resolve_storage,
     resolve_url,
     study_lock,
+    write_params_sql,
 )
 from hpo._retry import RETRY_ENV, Retrier, RetryingStorage, is_transient, retrier_of, retry_seconds
-from helpers import REPO, cli_env, hpo, postgres_or_fail, write_spec
+from helpers import REPO, cli_env, hpo, postgres_or_fail, unique, write_spec
 from pgserver import private_server as private_cluster
+from test_claims import storage  # noqa: F401 - the fixture: every backend, the proxy included
 
 # --- Parsing ---------------------------------------------------------------------------------------
 
@@ -587,3 +590,74 @@ def test_right_after_an_outage_no_running_trial_is_judged_dead(tmp_path):
     assert internals.stale_trial_ids(study) == []
     retrier.recovered = time.monotonic() - 60
     assert internals.stale_trial_ids(study) == [trial_id]
+
+
+# --- A new trial's parameters in one write ------------------------------------------------------
+
+
+def _fresh_study(url: str) -> optuna.Study:
+    from hpo import Heartbeat
+
+    return optuna.create_study(study_name=unique("params"), storage=open_storage(url, Heartbeat(interval=None)),
+                               direction="maximize")
+
+
+def _suggest_four(trial: optuna.Trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 0.5, log=True), "units": trial.suggest_int("units", 16, 256),
+            "opt": trial.suggest_categorical("opt", ["sgd", "adam"]), "lr_again": trial.suggest_float("lr", 1e-4, 0.5, log=True)}
+
+
+def test_a_trials_parameters_are_stored_at_once_as_optuna_stores_them(storage):
+    study = _fresh_study(storage)
+    try:
+        plain = study.ask()
+        _suggest_four(plain)  # Optuna's own writes, one by one
+        trial = study.ask()
+        with params_in_one_write(trial):
+            suggested = _suggest_four(trial)
+            assert trial.params == {k: v for k, v in suggested.items() if k != "lr_again"}
+            # Held until the block ends, except on a journal, which is written as Optuna writes it.
+            held = study.get_trials(deepcopy=False)[1].params
+            assert held == (trial.params if storage.startswith("journal:") else {})
+        assert suggested["lr_again"] == suggested["lr"]
+        stored, reference = study.get_trials(deepcopy=False)[1], study.get_trials(deepcopy=False)[0]
+        assert stored.params == trial.params
+        assert stored.distributions == reference.distributions
+        study.tell(trial, 0.5)
+        assert study.best_trial.params == trial.params
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=internals.study_storage(study))
+
+
+def test_parameters_written_at_once_get_optunas_checks(storage):
+    study = _fresh_study(storage)
+    try:
+        first = study.ask()
+        first.suggest_float("x", 0.0, 1.0)
+        clash = study.ask()
+        with pytest.raises(ValueError, match="distribution"):
+            with params_in_one_write(clash):
+                clash.suggest_int("x", 0, 10)  # an int where the study has a float
+        assert study.get_trials(deepcopy=False)[1].params == {}
+        if storage.startswith("journal:"):
+            return  # written one by one: the trial below is still running at its suggestion
+        late = study.ask()  # failed as stale by another worker before its parameters are stored
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            with params_in_one_write(late):
+                late.suggest_float("x", 0.0, 1.0)
+                assert internals.study_storage(study).set_trial_state_values(
+                    internals.trial_id(late), optuna.trial.TrialState.FAIL)
+        assert study.get_trials(deepcopy=False)[2].params == {}
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=internals.study_storage(study))
+
+
+def test_writing_the_parameters_again_after_a_lost_answer_stores_them_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = _fresh_study(url)
+    trial = study.ask()
+    rows = [("x", 0.25, optuna.distributions.distribution_to_json(optuna.distributions.FloatDistribution(0, 1)))]
+    engine = internals.rdb_storage(internals.study_storage(study)).engine
+    write_params_sql(engine, internals.trial_id(trial), rows)
+    write_params_sql(engine, internals.trial_id(trial), rows)  # the retry of a commit whose answer was lost
+    assert study.get_trials(deepcopy=False)[0].params == {"x": 0.25}
