@@ -5,46 +5,43 @@ a matplotlib Figure that is not registered with pyplot, so nothing leaks between
 figure's panels carry a label (`ax.get_label()`: "pair:lr,weight_decay", "strip:lr", "curve:1",
 …) so tests and callers can find them; colorbars keep matplotlib's "<colorbar>" label.
 
-The kinds, their titles and which `plot_*` function draws each are declared in `hpo/_figures.py`.
+Each kind is declared here, by `@figure` on the function that draws it (name, title, the report's
+caption); `FIGURES` and `KINDS` hold them in the order of this file, and the command line and the
+report read them from here. matplotlib is imported on the first drawing, not with this module: the
+command line lists the kinds on every start and does not pay for it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
 import math
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
-matplotlib.use("Agg")
-# Matplotlib warns on stderr when it cannot save its font cache (a full disk); the figure is drawn
-# all the same, and a command's failure stays its one line.
-logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+from hpo._child import WARM_START_ATTR
+from hpo._confirm import confirmed_choice
+from hpo._errors import StudyError
+from hpo._files import check_folder, replacing
+from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe, narrow, trainer_check
+from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec
+from hpo._study import SPEC_ATTR
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-
-from hpo._confirm import confirmed_choice  # noqa: E402
-from hpo._errors import StudyError  # noqa: E402
-from hpo._figures import FIGURES, KINDS  # noqa: E402
-from hpo._files import check_folder, replacing  # noqa: E402
-from hpo._child import WARM_START_ATTR  # noqa: E402
-from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe, narrow, trainer_check  # noqa: E402
-from hpo._spec import CategoricalParam, SearchParam, StudySpec, parse_spec  # noqa: E402
-from hpo._study import SPEC_ATTR  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
 CURVES_TOP = 20  # the seed's figure shows the best 20
 FIRST_PARAMS = ("lr", "weight_decay")  # the seed's pair leads the ranges figure
@@ -76,11 +73,64 @@ STYLE = {
 }
 
 
+@functools.cache
+def _mpl() -> ModuleType:
+    """matplotlib, imported on the first drawing and set to the Agg backend once.
+
+    Every function here that imports from matplotlib calls this first.
+    """
+    # Matplotlib warns on stderr when it cannot save its font cache (a full disk); the figure is drawn
+    # all the same, and a command's failure stays its one line.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return matplotlib
+
+
 @contextmanager
 def _style() -> Iterator[None]:
     """Our look, for the figure being drawn only (rcParams are restored afterwards)."""
-    with matplotlib.rc_context(STYLE):
+    with _mpl().rc_context(STYLE):
         yield
+
+
+# ---------------------------------------------------------------------------------------
+# The kinds
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """One figure a study can draw.
+
+    Attributes:
+        name: what `hpo study plot --kind` takes; also the PNG's file stem.
+        title: one line for people (help texts, listings).
+        caption: the figure's caption in the HTML report.
+        draw: the function that draws it; it takes the study and returns a Figure.
+        takes_top: `draw` takes the best-K (`top=`) of `hpo study plot --top`.
+    """
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[..., Figure]
+    takes_top: bool = False
+
+
+_DECLARED: dict[str, FigureKind] = {}
+FIGURES = MappingProxyType(_DECLARED)  # name -> FigureKind, in the order of this file
+
+
+def figure(name: str, *, title: str, caption: str, takes_top: bool = False
+           ) -> Callable[[Callable[..., Figure]], Callable[..., Figure]]:
+    """Declare the decorated function as the one that draws the figure kind `name`."""
+    def declare(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+        if name in _DECLARED:
+            raise ValueError(f"figure kind '{name}' is declared twice")
+        _DECLARED[name] = FigureKind(name, title, caption, draw, takes_top)
+        return draw
+    return declare
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,6 +195,9 @@ def _short_name(name: str) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
+    _mpl()
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -152,6 +205,13 @@ def _figure(width: float, height: float) -> Figure:
 # ranges: the signature figure
 
 
+@figure(
+    "ranges",
+    title="where the best trials lie, the narrowed box over the old range (the signature figure)",
+    caption="Where the best trials lie. Each dot is a complete trial coloured by validation accuracy; red rings "
+    "mark the best ones; the dashed box is the range searched, the orange box the narrowed range, a "
+    "dotted box the range `--widen` would search where the best crowd an edge.",
+    takes_top=True)
 def plot_ranges(study: optuna.Study, top: int | None = None, quantile: float | None = None,
                 margin: float = DEFAULT_MARGIN) -> Figure:
     """Where the best trials lie and the range narrowing would search next.
@@ -162,6 +222,11 @@ def plot_ranges(study: optuna.Study, top: int | None = None, quantile: float | N
     `--widen` would push past it). Bottom: per parameter, every trial's value against its
     accuracy with the old and the new range marked.
     """
+    _mpl()
+    from matplotlib import colors
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     view = _view(study)
     complete = _need_complete(view, "ranges", 2)
     narrowing: Narrowing | None
@@ -179,7 +244,7 @@ def plot_ranges(study: optuna.Study, top: int | None = None, quantile: float | N
     winner, confirmed = view.confirmed()
 
     values = np.array([t.value for t in complete])
-    norm = mcolors.Normalize(vmin=float(values.min()), vmax=float(values.max()))
+    norm = colors.Normalize(vmin=float(values.min()), vmax=float(values.max()))
     others = [t for t in view.trials(TrialState.PRUNED, TrialState.FAIL) if t.params]
 
     n_strips = len(params)
@@ -288,6 +353,9 @@ def _pair(ax, a, b, complete, others, best, norm, narrowing, confirmed, winner):
 
 
 def _box(a, b, **style) -> Rectangle:
+    _mpl()
+    from matplotlib.patches import Rectangle
+
     return Rectangle((a.low, b.low), a.high - a.low, b.high - b.low, **style)
 
 
@@ -378,12 +446,22 @@ def _strip(ax, p, complete, best, norm, narrowing, confirmed):
 # curves: the seed's figure
 
 
+@figure(
+    "curves",
+    title="learning curves of the best trials, validation solid and train dashed",
+    caption="Learning curves of the best trials (validation solid, train dashed), titled Best-k with their "
+    "final validation accuracy.",
+    takes_top=True)
 def plot_curves(study: optuna.Study, top: int = CURVES_TOP) -> Figure:
     """Learning curves of the best `top` trials, as in the seed: validation solid, train dashed.
 
     Each panel is titled Best-k with its validation accuracy; confirmed configurations get a
     star (the confirmed choice a gold frame).
     """
+    _mpl()
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     view = _view(study)
     ranked = [t for t in _need_complete(view, "curves") if isinstance(t.user_attrs.get("curves"), dict)]
     if not ranked:
@@ -441,8 +519,16 @@ def plot_curves(study: optuna.Study, top: int = CURVES_TOP) -> Figure:
 # history, importance, optimizers, intermediate
 
 
+@figure(
+    "history",
+    title="best so far against trial number, random / TPE / warm-start phases marked",
+    caption="Validation accuracy of each finished trial in order, with the best so far; the random phase on "
+    "log scales and the TPE phase are coloured apart.")
 def plot_history(study: optuna.Study) -> Figure:
     """Each finished trial's value against its number, the best so far as a step line, phases marked."""
+    _mpl()
+    from matplotlib.lines import Line2D
+
     view = _view(study)
     _need_complete(view, "history")
     trials = sorted(view.trials(TrialState.COMPLETE, TrialState.PRUNED), key=lambda t: t.number)
@@ -490,6 +576,11 @@ def _higher_is_better(study: optuna.Study):
     return lambda trial: -trial.value
 
 
+@figure(
+    "importance",
+    title="PED-ANOVA parameter importances, the dashboard's method (Optuna's own plot)",
+    caption="How much each parameter decides whether a trial reaches the best validation accuracies "
+    "(PED-ANOVA, the method the Optuna dashboard shows, so both give the same numbers).")
 def plot_importance(study: optuna.Study, seed: int = 0) -> Figure:
     """Parameter importances by PED-ANOVA, the method the dashboard shows, drawn by Optuna's
     matplotlib plot (needs >= 2 parameters). The seed is kept for callers; PED-ANOVA needs none."""
@@ -529,8 +620,15 @@ def plot_importance(study: optuna.Study, seed: int = 0) -> Figure:
     return fig
 
 
+@figure(
+    "optimizers",
+    title="validation accuracy by optimizer choice",
+    caption="Validation accuracy by optimizer choice.")
 def plot_optimizers(study: optuna.Study) -> Figure:
     """Validation accuracy by optimizer choice: a box per optimizer with every trial as a dot."""
+    _mpl()
+    from matplotlib import colors
+
     view = _view(study)
     try:
         param = view.spec.param("optimizer")
@@ -551,7 +649,7 @@ def plot_optimizers(study: optuna.Study) -> Figure:
                    showfliers=False, medianprops={"color": "black"}, boxprops={"color": "#555555"},
                    whiskerprops={"color": "#555555"}, capprops={"color": "#555555"})
         values = [t.value for t in complete]
-        norm = mcolors.Normalize(vmin=min(values), vmax=max(values))
+        norm = colors.Normalize(vmin=min(values), vmax=max(values))
         for i, group in enumerate(groups):
             x = i + rng.uniform(-0.17, 0.17, len(group))
             ax.scatter(x, group, c=group, cmap=CMAP, norm=norm, s=22, edgecolors="white", linewidths=0.3, zorder=3)
@@ -569,8 +667,15 @@ def plot_optimizers(study: optuna.Study) -> Figure:
     return fig
 
 
+@figure(
+    "intermediate",
+    title="per-epoch validation accuracy of every trial, pruned ones visible",
+    caption="Validation accuracy per epoch of every trial; pruned trials end in an x.")
 def plot_intermediate(study: optuna.Study) -> Figure:
     """Per-epoch validation accuracy of every trial: complete thin, pruned red ending in x, best bold."""
+    _mpl()
+    from matplotlib.lines import Line2D
+
     view = _view(study)
     trials = [t for t in view.trials(TrialState.COMPLETE, TrialState.PRUNED) if t.intermediate_values]
     if not trials:
@@ -612,8 +717,17 @@ def plot_intermediate(study: optuna.Study) -> Figure:
 # confirm
 
 
+@figure(
+    "confirm",
+    title="the confirmed configurations: mean and spread over seeds beside the single run",
+    caption="The best configurations retrained with fresh seeds: each seed, mean ± sd, and the single run "
+    "that made them look best in the search.")
 def plot_confirm(study: optuna.Study) -> Figure:
     """The confirmed configurations: each seed's value, the mean ± sd, and the single search run."""
+    _mpl()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     view = _view(study)
     choice = confirmed_choice(study)
     if not choice:
@@ -656,8 +770,17 @@ def plot_confirm(study: optuna.Study) -> Figure:
 # race
 
 
+@figure(
+    "race",
+    title="a raced study's evidence: each configuration's mean ± standard error against its runs",
+    caption="The race: each configuration's mean validation accuracy over the folds it ran, ± its standard "
+    "error, against how many runs it earned; stopped runs are grey crosses at the accuracy they had "
+    "reached; the star is the choice, the best mean among the most-evaluated.")
 def plot_race(study: optuna.Study) -> Figure:
     """A raced study's evidence: each configuration's mean ± standard error against its runs."""
+    _mpl()
+    from matplotlib.lines import Line2D
+
     from hpo._racing import RaceSettings, configurations, incumbent
 
     view = _view(study)
@@ -703,11 +826,14 @@ def plot_race(study: optuna.Study) -> Figure:
 # Rendering and saving
 
 
+KINDS = tuple(FIGURES)  # every kind declared above, in their order
+
+
 def drawer(kind: str) -> Callable[..., Figure]:
-    """The function that draws a kind, as `hpo/_figures.py` declares it."""
+    """The function that draws a kind, as its `@figure` declares it."""
     if kind not in FIGURES:
         raise StudyError(f"unknown figure kind '{kind}'; known: {', '.join(KINDS)}")
-    return globals()[FIGURES[kind].drawer]
+    return FIGURES[kind].draw
 
 
 def render(study: optuna.Study, kind: str, top: int | None = None) -> Figure:

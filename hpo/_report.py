@@ -20,9 +20,8 @@ from hpo._format import fmt
 from hpo._evaluate import TEST_RESULT_ATTR
 from hpo._child import WARM_START_ATTR, narrow_study
 from hpo._narrow import Narrowing, describe
-from hpo._figures import FIGURES, KINDS
 from hpo._files import check_target, write_file
-from hpo._plots import render
+from hpo._plots import FIGURES, KINDS, render
 from hpo._storage import mask_url
 from hpo._study import LINEAGE_ATTR, StudyHandle, count_states, list_studies, ranked
 

@@ -19,9 +19,8 @@ from hpo import _study
 from hpo._confirm import confirm
 from hpo._errors import StudyError
 from hpo import _plots
-from hpo._figures import FIGURES, KINDS
 from hpo._files import safe_stem
-from hpo._plots import drawer, panels, plot_curves, plot_ranges, render, render_all, save
+from hpo._plots import FIGURES, KINDS, drawer, panels, plot_curves, plot_ranges, render, render_all, save
 from hpo._space import distributions
 from hpo._spec import load_spec, parse_spec
 from hpo.cli import app
@@ -209,16 +208,32 @@ def test_every_declared_kind_has_a_title_a_caption_and_a_drawer():
         assert kind.name == name
         assert kind.title and kind.caption.endswith(".")
         draw = drawer(name)
-        assert draw is getattr(_plots, kind.drawer) and draw.__name__.startswith("plot_")
+        assert draw is kind.draw is getattr(_plots, draw.__name__) and draw.__name__.startswith("plot_")
         # The best-K reaches exactly the drawers that take it.
         assert ("top" in inspect.signature(draw).parameters) == kind.takes_top
 
 
+def test_a_kind_is_declared_by_its_drawing_function_alone():
+    """Every `plot_*` function of `hpo/_plots.py` is a kind, and the command line and the report
+    take their kinds from there: a decorated function is all a new kind needs."""
+    from hpo._report import build
+    from hpo.cli._analysis import Kind
+
+    functions = [f for name, f in vars(_plots).items() if name.startswith("plot_") and inspect.isfunction(f)]
+    assert [kind.draw for kind in FIGURES.values()] == functions  # in the order of the file
+    assert [k.value for k in Kind] == [*KINDS, "all"]
+    assert inspect.signature(build).parameters["kinds"].default == KINDS
+    with pytest.raises(ValueError, match="figure kind 'ranges' is declared twice"):
+        _plots.figure("ranges", title="again", caption="Again.")(plot_ranges)
+    assert FIGURES["ranges"].draw is plot_ranges and len(FIGURES) == len(KINDS)
+
+
 def test_the_kinds_are_listed_without_importing_matplotlib():
-    code = "import sys, hpo._figures as f; print(len(f.KINDS), 'matplotlib' in sys.modules)"
+    code = ("import sys, hpo.cli, hpo._plots as p; from hpo.cli._analysis import Kind; "
+            "print(len(p.KINDS), len(Kind), 'matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(len(KINDS)), "False"]
+    assert done.stdout.split() == [str(len(KINDS)), str(len(KINDS) + 1), "False"]
 
 
 def test_the_best_k_reaches_the_kinds_that_take_it():

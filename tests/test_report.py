@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hpo import _study
 from hpo._child import create_child, narrow_study
-from hpo._figures import FIGURES
+from hpo._plots import FIGURES
 from hpo._report import build
 from hpo._space import distributions
 from hpo._spec import load_spec

@@ -18,7 +18,7 @@ from hpo._evaluate import DEFAULT_SEEDS, check_first, choose
 from hpo._evaluate import evaluate as run_evaluate
 from hpo._child import create_child, narrow_study, warm_start_trials
 from hpo._narrow import DEFAULT_MARGIN, Narrowing, describe
-from hpo._figures import KINDS
+from hpo._plots import KINDS, render_all  # matplotlib is imported only when a figure is drawn
 from hpo._files import check_folder, check_target, safe_stem
 from hpo._storage import Heartbeat, mask_url, resolve_url
 from hpo.cli._common import JsonOption, NameArg, StorageOption, fmt, group, hint, print_json, print_table
@@ -138,8 +138,6 @@ def plot(
     folder = check_folder(out) if out is not None else check_folder(Path("figures") / safe_stem(name), "the folder")
     handle = _study.open_study(name, resolve_url(storage), Heartbeat(interval=None))
     kinds = KINDS if kind.value == "all" else (kind.value,)
-    from hpo._plots import render_all  # matplotlib only for the commands that draw
-
     rendered = render_all(handle.study, folder, kinds, top=top, dpi=dpi)
     if not any(done.path for done in rendered):
         raise StudyError(f"no figure applies to study '{name}' yet: {rendered[0].skipped}")
