@@ -3,16 +3,16 @@
     python bench/fleet.py                       # W = 8, 32, 64; both paths; then the sampler's cost
     python bench/fleet.py --workers 8 --rounds 4 --skip-sampler
 
-W workers are W threads of this process (64 processes do not fit two cores; threads do, because
-a worker mostly sleeps): each opens its own storage, exactly as a worker process would (directly:
-its own connection pool; through the proxy: its own gRPC channel), and runs hpo's claim path
-(`hpo/_claims.py`) with heartbeats on. The objective samples 4 parameters with the random sampler
-and sleeps `--sleep` seconds, so that what is measured is the storage path, not training or TPE.
+W workers are W processes, each with its own storage (directly: its own connection pool;
+through the proxy: its own gRPC channel), running what `hpo study run` runs for a trial: the claim
+(`hpo/_claims.py`), the start and the run with heartbeats (`hpo/_study.py`). The objective stores 4
+parameters as hpo's objective does (random sampler) and sleeps `--sleep` seconds, so that what is
+measured is the storage path, not training or TPE.
 Every run creates a fresh study with a target of W x rounds trials.
 
 Reported per path and W: trials per second sustained (finished trials over the time from the
 first claim to the last finish) against the ideal W / sleep; claim latency p50 and p99 (counting,
-claiming and the sampler's first call); the peak of PostgreSQL connections this benchmark holds
+claiming and starting the trial, the sampler's first call included); the peak of PostgreSQL connections this benchmark holds
 (`pg_stat_activity`, by application name); overshoot, lost and duplicated trials, errors.
 
 Then the sampler's own cost per trial at 1,000 and 5,000 trials of a 4-parameter study (hpo's
@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import multiprocessing
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ from hpo import _claims
 from hpo import _optuna_internals as internals
 from hpo._spec import parse_spec
 from hpo._storage import Heartbeat, params_in_one_write
-from hpo._study import create, open_study
+from hpo._study import _run_trial, _start_trial, create, open_study
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "hpo-fleet-bench"
@@ -65,6 +66,20 @@ def suggest(trial: optuna.Trial) -> None:
         trial.suggest_float("weight_decay", 1e-8, 1e-2, log=True)
         trial.suggest_int("hidden_units", 16, 256)
         trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"])
+
+
+class Sleeper:
+    """The objective: hpo's 4 suggestions stored as its objective stores them, then a sleep."""
+
+    on_epoch = None
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        suggest(trial)
+        time.sleep(self.seconds)
+        return 0.5
 
 
 def with_app_name(url: str) -> str:
@@ -107,29 +122,31 @@ def start_proxy(database: str) -> tuple[subprocess.Popen, str]:
     return process, f"grpc://127.0.0.1:{port}"
 
 
-def worker(url: str, name: str, target: int, sleep: float, log: dict, barrier: threading.Barrier) -> None:
+def worker(url: str, name: str, target: int, sleep: float, start_at: float, results) -> None:
+    """One worker process: open the study, wait for the common start, claim and run trials until
+    the study is done; its log goes to `results`. Times are CLOCK_MONOTONIC, shared by all processes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": []}
     try:
         handle = open_study(name, url)
-        barrier.wait()
+        time.sleep(max(0.0, start_at - time.monotonic()))
         while True:
-            started = time.perf_counter()
+            started = time.monotonic()
             trial_id, _counts, done = _claims.claim_next(handle, target, False)
             if done:
-                return
+                break
             if trial_id is None:  # nothing to claim yet: wait as a worker does, if not as long
                 time.sleep(0.5)
                 continue
-            trial = optuna.Trial(handle.study, trial_id)
-            suggest(trial)
-            log["claims"].append(time.perf_counter() - started)
-            log["first"].append(time.perf_counter())
-            time.sleep(sleep)
-            handle.study.tell(trial, 0.5)
+            trial = _start_trial(handle.study, trial_id)
+            log["claims"].append(time.monotonic() - started)
+            log["first"].append(time.monotonic())
+            _run_trial(handle.study, trial, Sleeper(sleep))  # heartbeats, suggestions, the end
             log["ran"].append(trial.number)
-            log["last"].append(time.perf_counter())
+            log["last"].append(time.monotonic())
     except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
         log["errors"].append(f"{type(exc).__name__}: {exc}")
-        barrier.abort()
+    results.put(log)
 
 
 def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
@@ -138,14 +155,18 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
                        "sampler": {"kind": "random"}})
     create(spec, url)
     target = workers * rounds
-    log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": []}
-    barrier = threading.Barrier(workers)
-    threads = [threading.Thread(target=worker, args=(url, name, target, sleep, log, barrier))
-               for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    context = multiprocessing.get_context("spawn")  # no connection or channel crosses a fork
+    results = context.Queue()
+    # Every process imports hpo and opens its storage before the common start.
+    start_at = time.monotonic() + 5 + 0.25 * workers
+    processes = [context.Process(target=worker, args=(url, name, target, sleep, start_at, results))
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    logs = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    log = {key: [value for one in logs for value in one[key]] for key in logs[0]}
     handle = open_study(name, url, Heartbeat(interval=None))
     trials = handle.study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)

@@ -242,3 +242,13 @@ class _HeldParams:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
+
+
+def value_kind(name: str) -> Any:
+    """The kind of a stored trial value from its name as the database holds it."""
+    return models.TrialValueModel.TrialValueType[name]
+
+
+def intermediate_kind(name: str) -> Any:
+    """The kind of a stored intermediate value from its name as the database holds it."""
+    return models.TrialIntermediateValueModel.TrialIntermediateValueType[name]

@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote
 
 import optuna
 import sqlalchemy
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -271,12 +272,22 @@ def _heartbeat_kwargs(heartbeat: Heartbeat) -> dict[str, Any]:
 _SCHEMA_ATTEMPTS = 8
 
 
+class TrialReadingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, reading one trial in two statements where Optuna's takes six (its
+    trial row, then each of five tables on its own). A trial is read three times on its way through
+    a worker (its start and `Study.tell`, twice), so this is a third of a short trial's statements
+    (BENCHMARKS.md, "A fleet on one database")."""
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return read_trial(self.engine, trial_id)
+
+
 def _rdb_storage(url: StorageURL, heartbeat: Heartbeat, engine_kwargs: dict,
                  open_url: str | None = None) -> optuna.storages.RDBStorage:
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
-            return optuna.storages.RDBStorage(open_url or url.url, engine_kwargs=engine_kwargs,
-                                              **_heartbeat_kwargs(heartbeat))
+            return TrialReadingRDBStorage(open_url or url.url, engine_kwargs=engine_kwargs,
+                                          **_heartbeat_kwargs(heartbeat))
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError,
                 ValueError) as exc:
             if attempt < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
@@ -820,3 +831,72 @@ def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[
         connection.execute(sqlalchemy.insert(params), [
             {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distribution}
             for name, value, distribution in rows])
+
+
+# --- Reading one trial in two statements ----------------------------------------------------------
+
+_PARAM, _VALUE, _INTERMEDIATE, _USER, _SYSTEM = range(5)
+
+
+def _trial_rows() -> sqlalchemy.CompoundSelect:
+    """Every row of one trial's five tables as (kind, id, name, number, index, text)."""
+    tables = internals.TABLES
+    trial_id = sqlalchemy.bindparam("trial_id")
+    text, number, index = sqlalchemy.String(), sqlalchemy.Double(), sqlalchemy.Integer()
+
+    def rows(kind: int, table: sqlalchemy.Table, name: Any, value: Any, position: Any, json_text: Any):
+        # Columns as they are (a cast of a number could lose digits: MySQL's FLOAT is single
+        # precision), except names, which are text or an enum; NULLs typed for the union.
+        none = sqlalchemy.null()
+        return sqlalchemy.select(
+            sqlalchemy.literal_column(str(kind)).label("kind"), table.c[table.primary_key.columns.keys()[0]].label("id"),
+            sqlalchemy.cast(none if name is None else name, text).label("name"),
+            (sqlalchemy.cast(none, number) if value is None else value).label("number"),
+            (sqlalchemy.cast(none, index) if position is None else position).label("position"),
+            (sqlalchemy.cast(none, text) if json_text is None else json_text).label("text"),
+        ).where(table.c.trial_id == trial_id)
+
+    params, values, intermediate = tables.params, tables.values, tables.intermediate
+    user, system = tables.trial_user_attrs, tables.trial_system_attrs
+    return sqlalchemy.union_all(
+        rows(_PARAM, params, params.c.param_name, params.c.param_value, None, params.c.distribution_json),
+        rows(_VALUE, values, values.c.value_type, values.c.value, values.c.objective, None),
+        rows(_INTERMEDIATE, intermediate, intermediate.c.intermediate_value_type, intermediate.c.intermediate_value,
+             intermediate.c.step, None),
+        rows(_USER, user, user.c.key, None, None, user.c.value_json),
+        rows(_SYSTEM, system, system.c.key, None, None, system.c.value_json))
+
+
+_TRIAL_ROWS = _trial_rows()
+
+
+def read_trial(engine: sqlalchemy.Engine, trial_id: int) -> FrozenTrial:
+    """One trial as Optuna's `get_trial` returns it; KeyError when there is none."""
+    trials = internals.TABLES.trials
+    with engine.connect() as connection:
+        trial = connection.execute(sqlalchemy.select(trials).where(trials.c.trial_id == trial_id)).one_or_none()
+        if trial is None:
+            raise KeyError(f"No trial with trial-id {trial_id} exists.")
+        rows = sorted(connection.execute(_TRIAL_ROWS, {"trial_id": trial_id}), key=lambda r: (r.kind, r.id))
+    distributions, params, user_attrs, system_attrs, intermediate = {}, {}, {}, {}, {}
+    values: dict[int, float] = {}
+    for row in rows:
+        if row.kind == _PARAM:
+            distribution = optuna.distributions.json_to_distribution(row.text)
+            distributions[row.name] = distribution
+            params[row.name] = distribution.to_external_repr(row.number)
+        elif row.kind == _VALUE:
+            values[row.position] = internals.stored_to_value(row.number, internals.value_kind(row.name))
+        elif row.kind == _INTERMEDIATE:
+            intermediate[row.position] = internals.stored_to_intermediate(
+                row.number, internals.intermediate_kind(row.name))
+        elif row.kind == _USER:
+            user_attrs[row.name] = json.loads(row.text)
+        else:
+            system_attrs[row.name] = json.loads(row.text)
+    return FrozenTrial(
+        number=trial.number, state=trial.state, value=None,
+        values=[values[i] for i in sorted(values)] if values else None,
+        datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
+        params=params, distributions=distributions, user_attrs=user_attrs, system_attrs=system_attrs,
+        intermediate_values=intermediate, trial_id=trial.trial_id)

@@ -35,6 +35,7 @@ from hpo._storage import (
     mask_url,
     open_storage,
     params_in_one_write,
+    read_trial,
     resolve_storage,
     resolve_url,
     study_lock,
@@ -661,3 +662,73 @@ def test_writing_the_parameters_again_after_a_lost_answer_stores_them_once(tmp_p
     write_params_sql(engine, internals.trial_id(trial), rows)
     write_params_sql(engine, internals.trial_id(trial), rows)  # the retry of a commit whose answer was lost
     assert study.get_trials(deepcopy=False)[0].params == {"x": 0.25}
+
+
+# --- Reading one trial in two statements ----------------------------------------------------------
+
+
+def _sql_database(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'r.db'}"
+    if kind == "mysql":
+        from test_claims import mysql_or_fail
+
+        return mysql_or_fail()
+    return postgres_or_fail()
+
+
+def _comparable(trial: optuna.trial.FrozenTrial) -> dict:
+    seen = {key: getattr(trial, key) for key in (
+        "number", "state", "values", "datetime_start", "datetime_complete", "params", "distributions",
+        "user_attrs", "system_attrs")}
+    seen["param_order"] = list(trial.params)
+    seen["intermediate_values"] = {step: "nan" if value != value else value
+                                   for step, value in trial.intermediate_values.items()}
+    seen["trial_id"] = internals.trial_id(trial)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql"])
+def test_a_trial_is_read_exactly_as_optuna_reads_it(kind, tmp_path):
+    url = _sql_database(kind, tmp_path)
+    optunas = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name=unique("read"), storage=optunas, direction="maximize")
+    try:
+        study.enqueue_trial({"x": 0.5}, user_attrs={"from": "queue"})
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("n", 1, 64, log=True)
+        trial.suggest_categorical("c", ["a", None, 3])
+        trial.set_user_attr("curve", {"val": [0.1, 0.123456789012345]})
+        for step, value in enumerate([float("nan"), float("inf"), -float("inf"), 0.123456789012345]):
+            trial.report(value, step)
+        study.tell(trial, float("-inf"))
+        pruned = study.ask()
+        pruned.report(0.25, 7)
+        study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+        done = study.ask()
+        done.suggest_float("x", 0.0, 1.0)
+        study.tell(done, 0.987654321098765)
+        study.ask()  # running, nothing stored yet
+        study.enqueue_trial({"x": 0.25})  # waiting, with its parameters fixed
+        engine = optunas.engine
+        for stored in study.get_trials(deepcopy=False):
+            trial_id = internals.trial_id(stored)
+            assert _comparable(read_trial(engine, trial_id)) == _comparable(optunas.get_trial(trial_id))
+        with pytest.raises(KeyError, match="No trial"):
+            read_trial(engine, 10**9)
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=optunas)
+
+
+def test_every_sql_storage_reads_trials_in_two_statements(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("a", 1)
+    statements = []
+    engine = internals.rdb_storage(storage).engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert storage.get_trial(internals.trial_id(trial)).params == trial.params
+    assert len(statements) == 2
