@@ -16,6 +16,7 @@ line saying the storage is read-only.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import fcntl
 import json
@@ -25,7 +26,7 @@ import sqlite3
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from urllib.parse import quote, unquote
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -274,12 +275,16 @@ _SCHEMA_ATTEMPTS = 8
 
 class TrialReadingRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage, reading one trial in two statements where Optuna's takes six (its
-    trial row, then each of five tables on its own). A trial is read three times on its way through
-    a worker (its start and `Study.tell`, twice), so this is a third of a short trial's statements
-    (BENCHMARKS.md, "A fleet on one database")."""
+    trial row, then each of five tables on its own), and ending one in a transaction of plain
+    statements, a third of the time Optuna's object mapping takes. A trial is read three times on
+    its way through a worker (its start and `Study.tell`, twice) and ended once: together, half of
+    what a short trial costs the database (BENCHMARKS.md, "A fleet on one database")."""
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         return read_trial(self.engine, trial_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return set_state_sql(self.engine, trial_id, state, values)
 
 
 def _rdb_storage(url: StorageURL, heartbeat: Heartbeat, engine_kwargs: dict,
@@ -419,8 +424,7 @@ class _Server(Backend):
         return StorageURL(self.name, normal, mask_url(normal))
 
     def open(self, url: StorageURL, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
-        return _rdb_storage(url, heartbeat, {"pool_pre_ping": True,
-                                             "connect_args": {"connect_timeout": CONNECT_TIMEOUT}})
+        return _rdb_storage(url, heartbeat, {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}})
 
     def claim(self, url: StorageURL, study_name: str) -> contextlib.AbstractContextManager[None]:
         return _server_lock(url, self.acquire, self.release, self.lock_key(study_name))
@@ -718,13 +722,19 @@ def record_trial(trial: optuna.Trial, intermediate: dict[int, float], attrs: dic
         _write_records, rdb.engine, internals.trial_id(trial), intermediate, attrs)
 
 
+def _read_committed(engine: sqlalchemy.Engine) -> sqlalchemy.Connection:
+    """A connection for a transaction that deletes and inserts a trial's rows. On MySQL/MariaDB at
+    READ COMMITTED: its default isolation makes the DELETE lock the gap around the trial's rows, and
+    two workers ending trials at once then deadlock on their INSERTs. (PostgreSQL is at READ
+    COMMITTED already, and setting it again would cost two round trips per transaction.)"""
+    options = {"isolation_level": "READ COMMITTED"} if engine.dialect.name == "mysql" else {}
+    return engine.connect().execution_options(**options)
+
+
 def _write_records(engine: sqlalchemy.Engine, trial_id: int, intermediate: dict[int, float], attrs: dict) -> None:
     values = internals.TABLES.intermediate
     user = internals.TABLES.trial_user_attrs
-    # READ COMMITTED on a server: MySQL's default isolation makes the DELETE lock the gap around
-    # the trial's rows, and two workers ending trials at once then deadlock on their INSERTs.
-    options = {} if engine.dialect.name == "sqlite" else {"isolation_level": "READ COMMITTED"}
-    with engine.connect().execution_options(**options) as connection, connection.begin():
+    with _read_committed(engine) as connection, connection.begin():
         if intermediate:
             connection.execute(sqlalchemy.delete(values).where(
                 values.c.trial_id == trial_id, values.c.step.in_(list(intermediate))))
@@ -802,35 +812,57 @@ def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[
     """One transaction with Optuna's checks: the trial exists and is not finished, and each parameter's
     distribution agrees with the one it has in the study's other trials."""
     tables = internals.TABLES
-    trials, params = tables.trials, tables.params
+    trials, params, studies = tables.trials, tables.params, tables.studies
     names = [name for name, _value, _distribution in rows]
-    options = {} if engine.dialect.name == "sqlite" else {"isolation_level": "READ COMMITTED"}
-    with engine.connect().execution_options(**options) as connection, connection.begin():
-        found = connection.execute(sqlalchemy.select(trials.c.state, trials.c.study_id)
-                                   .where(trials.c.trial_id == trial_id)).one_or_none()
+    with _read_committed(engine) as connection, connection.begin():
+        stored = sqlalchemy.select(sqlalchemy.func.count()).where(params.c.trial_id == trial_id).scalar_subquery()
+        found = connection.execute(
+            sqlalchemy.select(trials.c.state, trials.c.number, trials.c.study_id, studies.c.study_name,
+                              stored.label("stored"))
+            .join(studies, studies.c.study_id == trials.c.study_id).where(trials.c.trial_id == trial_id)).one_or_none()
         if found is None:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         if found.state.is_finished():
             raise optuna.exceptions.UpdateFinishedTrialError(
-                f"Trial#{trial_id} has already finished and can not be updated.")
-        # One earlier parameter of each name in the study (other trials: a repeated transaction
-        # finds its own rows, deleted below).
-        earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
-                   .join(trials, trials.c.trial_id == params.c.trial_id)
-                   .where(trials.c.study_id == found.study_id, params.c.param_name == name,
-                          params.c.trial_id != trial_id).limit(1).subquery() for name in names]
-        for name, distribution in connection.execute(sqlalchemy.union_all(
-                *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier))):
-            given = dict((n, d) for n, _v, d in rows)[name]
-            optuna.distributions.check_distribution_compatibility(
-                optuna.distributions.json_to_distribution(distribution),
-                optuna.distributions.json_to_distribution(given))
-        # Deleting before inserting makes the transaction safe to repeat after an outage.
-        connection.execute(sqlalchemy.delete(params).where(params.c.trial_id == trial_id,
-                                                           params.c.param_name.in_(names)))
+                f"Trial#{found.number} has already finished and can not be updated.")
+        known = _check_distributions(connection, (found.study_id, found.study_name), trial_id, rows)
+        if found.stored:  # a repeat of this transaction after an outage: its first run committed
+            connection.execute(sqlalchemy.delete(params).where(params.c.trial_id == trial_id,
+                                                               params.c.param_name.in_(names)))
         connection.execute(sqlalchemy.insert(params), [
             {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distribution}
             for name, value, distribution in rows])
+    for name, _value, distribution in rows:  # stored: the study's distributions from now on
+        known.setdefault(name, distribution)
+
+
+# The distribution of each parameter a study has stored, as this process has seen it (so does
+# Optuna's own trial cache): (engine, study id, study name) -> parameter name -> distribution JSON.
+_KNOWN_DISTRIBUTIONS: dict[tuple[int, int, str], dict[str, str]] = {}
+
+
+def _check_distributions(connection: sqlalchemy.Connection, study: tuple[int, str], trial_id: int,
+                         rows: list[tuple[str, float, str]]) -> dict[str, str]:
+    """ValueError, as Optuna's, when a parameter's distribution disagrees with the study's; returns
+    the study's known distributions."""
+    params, trials = internals.TABLES.params, internals.TABLES.trials
+    known = _KNOWN_DISTRIBUTIONS.setdefault((id(connection.engine), *study), {})
+    missing = [name for name, _value, _distribution in rows if name not in known]
+    if missing:
+        # One earlier parameter of each name (other trials: a repeated transaction finds its own).
+        earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
+                   .join(trials, trials.c.trial_id == params.c.trial_id)
+                   .where(trials.c.study_id == study[0], params.c.param_name == name,
+                          params.c.trial_id != trial_id).limit(1).subquery() for name in missing]
+        found = connection.execute(sqlalchemy.union_all(
+            *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier)))
+        known.update({name: distribution for name, distribution in found})
+    for name, _value, distribution in rows:
+        if name in known:
+            optuna.distributions.check_distribution_compatibility(
+                optuna.distributions.json_to_distribution(known[name]),
+                optuna.distributions.json_to_distribution(distribution))
+    return known
 
 
 # --- Reading one trial in two statements ----------------------------------------------------------
@@ -900,3 +932,45 @@ def read_trial(engine: sqlalchemy.Engine, trial_id: int) -> FrozenTrial:
         datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
         params=params, distributions=distributions, user_attrs=user_attrs, system_attrs=system_attrs,
         intermediate_values=intermediate, trial_id=trial.trial_id)
+
+
+def set_state_sql(engine: sqlalchemy.Engine, trial_id: int, state: TrialState,
+                  values: Sequence[float] | None = None) -> bool:
+    """Optuna's `set_trial_state_values` in plain statements, with its checks and answers: KeyError
+    for no such trial, UpdateFinishedTrialError for a finished one, False for a claim of a trial
+    that is not WAITING (or that another writer made first), True otherwise."""
+    trials, stored_values = internals.TABLES.trials, internals.TABLES.values
+    try:
+        with engine.begin() as connection:
+            found = connection.execute(sqlalchemy.select(trials.c.state, trials.c.number)
+                                       .where(trials.c.trial_id == trial_id).with_for_update()).one_or_none()
+            if found is None:
+                raise KeyError("Record does not exist.")
+            current = found.state
+            if current.is_finished():
+                raise optuna.exceptions.UpdateFinishedTrialError(
+                    f"Trial#{found.number} has already finished and can not be updated.")
+            if values is not None:
+                existing = set(connection.execute(sqlalchemy.select(stored_values.c.objective)
+                                                  .where(stored_values.c.trial_id == trial_id)).scalars())
+                for objective, value in enumerate(values):
+                    stored, kind = internals.value_to_stored(value)
+                    if objective in existing:
+                        connection.execute(sqlalchemy.update(stored_values).where(
+                            stored_values.c.trial_id == trial_id, stored_values.c.objective == objective)
+                            .values(value=stored, value_type=kind))
+                    else:
+                        connection.execute(sqlalchemy.insert(stored_values).values(
+                            trial_id=trial_id, objective=objective, value=stored, value_type=kind))
+            if state == TrialState.RUNNING and current != TrialState.WAITING:
+                return False
+            now = datetime.datetime.now()
+            changes: dict[str, Any] = {"state": state}
+            if state == TrialState.RUNNING:
+                changes["datetime_start"] = now
+            if state.is_finished():
+                changes["datetime_complete"] = now
+            connection.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(**changes))
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 import sqlalchemy
 
 from hpo import StorageError, create, load_spec, run
@@ -30,6 +31,7 @@ from hpo._storage import (
     Backend,
     Heartbeat,
     StorageURL,
+    TrialReadingRDBStorage,
     is_read_only,
     lock_path,
     mask_url,
@@ -732,3 +734,43 @@ def test_every_sql_storage_reads_trials_in_two_statements(tmp_path):
     sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     assert storage.get_trial(internals.trial_id(trial)).params == trial.params
     assert len(statements) == 2
+
+
+def _outcome(call) -> object:
+    try:
+        return call()
+    except (KeyError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql"])
+def test_a_trials_state_and_values_are_set_exactly_as_optuna_sets_them(kind, tmp_path):
+    """The same calls on Optuna's own RDB storage and on hpo's give the same answers and trials."""
+    url = _sql_database(kind, tmp_path)
+    stores = {"optuna": optuna.storages.RDBStorage(url), "hpo": TrialReadingRDBStorage(url)}
+    seen = {}
+    for who, store in stores.items():
+        study_id = store.create_new_study([optuna.study.StudyDirection.MAXIMIZE], unique(f"state-{who}"))
+        try:
+            waiting = store.create_new_trial(study_id, optuna.trial.create_trial(state=TrialState.WAITING))
+            running = store.create_new_trial(study_id)
+            other = store.create_new_trial(study_id)
+            answers = [
+                _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # a claim: True
+                _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # again: False
+                _outcome(lambda: store.set_trial_state_values(running, TrialState.COMPLETE, [float("inf")])),
+                _outcome(lambda: store.set_trial_state_values(running, TrialState.FAIL)),  # finished
+                _outcome(lambda: store.set_trial_state_values(other, TrialState.RUNNING, [0.25])),  # values, no claim
+                _outcome(lambda: store.set_trial_state_values(other, TrialState.COMPLETE, [0.123456789012345])),
+                _outcome(lambda: store.set_trial_state_values(10**9, TrialState.COMPLETE, [1.0])),
+            ]
+            trials = [_comparable(t) for t in store.get_all_trials(study_id, deepcopy=False)]
+            for trial in trials:  # the clock differs between the two runs; that each is set does not
+                trial["datetime_start"] = trial["datetime_start"] is not None
+                trial["datetime_complete"] = trial["datetime_complete"] is not None
+                del trial["trial_id"]
+            seen[who] = (answers, trials)
+        finally:
+            store.delete_study(study_id)
+    assert seen["hpo"] == seen["optuna"]
+    assert seen["hpo"][0][:3] == [True, False, True]
