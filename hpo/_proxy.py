@@ -186,7 +186,7 @@ def _fixed_pool(engine: sqlalchemy.Engine, size: int) -> None:
         connection.detach()
         return connection.dbapi_connection
 
-    engine.pool = sqlalchemy.pool.QueuePool(connect, pool_size=size, max_overflow=0, pre_ping=True,
+    engine.pool = sqlalchemy.pool.QueuePool(connect, pool_size=size, max_overflow=0,
                                             timeout=3600, dialect=engine.dialect)
     original.dispose()  # the connections opening the storage took
 

@@ -774,3 +774,29 @@ def test_a_trials_state_and_values_are_set_exactly_as_optuna_sets_them(kind, tmp
             store.delete_study(study_id)
     assert seen["hpo"] == seen["optuna"]
     assert seen["hpo"][0][:3] == [True, False, True]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql"])
+def test_a_trials_attributes_are_set_exactly_as_optuna_sets_them(kind, tmp_path):
+    url = _sql_database(kind, tmp_path)
+    stores = {"optuna": optuna.storages.RDBStorage(url), "hpo": TrialReadingRDBStorage(url)}
+    seen = {}
+    for who, store in stores.items():
+        study_id = store.create_new_study([optuna.study.StudyDirection.MAXIMIZE], unique(f"attrs-{who}"))
+        try:
+            running, done = store.create_new_trial(study_id), store.create_new_trial(study_id)
+            store.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
+            answers = [
+                _outcome(lambda: store.set_trial_user_attr(running, "phase", "random")),
+                _outcome(lambda: store.set_trial_user_attr(running, "phase", "tpe")),  # replaced
+                _outcome(lambda: store.set_trial_system_attr(running, "beat", 1.5)),
+                _outcome(lambda: store.set_trial_system_attr(running, "beat", {"at": [2.5]})),
+                _outcome(lambda: store.set_trial_user_attr(done, "late", 1)),
+                _outcome(lambda: store.set_trial_system_attr(10**9, "beat", 1)),
+            ]
+            attrs = [(t.user_attrs, t.system_attrs) for t in store.get_all_trials(study_id, deepcopy=False)]
+            seen[who] = (answers, attrs)
+        finally:
+            store.delete_study(study_id)
+    assert seen["hpo"] == seen["optuna"]
+    assert seen["hpo"][1][0] == ({"phase": "tpe"}, {"beat": {"at": [2.5]}})
