@@ -122,14 +122,16 @@ def start_proxy(database: str) -> tuple[subprocess.Popen, str]:
     return process, f"grpc://127.0.0.1:{port}"
 
 
-def worker(url: str, name: str, target: int, sleep: float, start_at: float, results) -> None:
-    """One worker process: open the study, wait for the common start, claim and run trials until
-    the study is done; its log goes to `results`. Times are CLOCK_MONOTONIC, shared by all processes."""
+def worker(url: str, name: str, target: int, sleep: float, ready, start, results) -> None:
+    """One worker process: open the study, say so and wait for the common start, claim and run
+    trials until the study is done; its log goes to `results`. Times are CLOCK_MONOTONIC, shared by
+    all processes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": []}
     try:
         handle = open_study(name, url)
-        time.sleep(max(0.0, start_at - time.monotonic()))
+        ready.put(True)
+        start.wait()
         while True:
             started = time.monotonic()
             trial_id, _counts, done = _claims.claim_next(handle, target, False)
@@ -146,6 +148,7 @@ def worker(url: str, name: str, target: int, sleep: float, start_at: float, resu
             log["last"].append(time.monotonic())
     except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
         log["errors"].append(f"{type(exc).__name__}: {exc}")
+        ready.put(False)  # in case it failed before it was ready: nobody waits for it in vain
     results.put(log)
 
 
@@ -156,13 +159,14 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
     create(spec, url)
     target = workers * rounds
     context = multiprocessing.get_context("spawn")  # no connection or channel crosses a fork
-    results = context.Queue()
-    # Every process imports hpo and opens its storage before the common start.
-    start_at = time.monotonic() + 5 + 0.25 * workers
-    processes = [context.Process(target=worker, args=(url, name, target, sleep, start_at, results))
+    results, ready, start = context.Queue(), context.Queue(), context.Event()
+    processes = [context.Process(target=worker, args=(url, name, target, sleep, ready, start, results))
                  for _ in range(workers)]
     for process in processes:
         process.start()
+    for _ in processes:  # every process has imported hpo and opened its storage (or failed)
+        ready.get()
+    start.set()
     logs = [results.get() for _ in processes]
     for process in processes:
         process.join()
