@@ -1,11 +1,14 @@
 """Every use of Optuna's private API, behind one door.
 
-hpo goes past Optuna's public API in four places, each for a reason the public API cannot meet:
+hpo goes past Optuna's public API in these places, each for a reason the public API cannot meet:
 - a run claims a ticket (`hpo/_claims.py`) and runs the sampler after the claim (`Study.ask`
   does both at once, so workers would queue behind each other's TPE);
 - a running trial sends heartbeats while hpo's own loop runs it (only `Study.optimize` does that);
-- whole studies are read and written table by table, and a finished trial's per-epoch values in
-  one transaction (Optuna commits every value on its own);
+- whole studies are read and written table by table, a finished trial's per-epoch values in one
+  transaction (Optuna commits every value on its own), and a new trial's parameters held back
+  from `Trial.storage` until all are suggested, then written together;
+- the sampler's phase counts finished trials in the study's per-thread cache, the read TPE makes
+  anyway;
 - every storage is wrapped so that its calls ride out outages (`hpo/_retry.py`): the wrapper keeps
   Optuna's trial cache under it and passes heartbeats on, both of which Optuna keeps private.
 
