@@ -122,7 +122,7 @@ def start_proxy(database: str) -> tuple[subprocess.Popen, str]:
     return process, f"grpc://127.0.0.1:{port}"
 
 
-def worker(url: str, name: str, target: int, sleep: float, ready, start, results) -> None:
+def worker(url: str, name: str, target: int, sleep: float, delay: float, ready, start, results) -> None:
     """One worker process: open the study, say so and wait for the common start, claim and run
     trials until the study is done; its log goes to `results`. Times are CLOCK_MONOTONIC, shared by
     all processes."""
@@ -132,6 +132,7 @@ def worker(url: str, name: str, target: int, sleep: float, ready, start, results
         handle = open_study(name, url)
         ready.put(True)
         start.wait()
+        time.sleep(delay)  # with --stagger: the workers' first claims spread over one trial
         while True:
             started = time.monotonic()
             trial_id, _counts, done = _claims.claim_next(handle, target, False)
@@ -152,7 +153,7 @@ def worker(url: str, name: str, target: int, sleep: float, ready, start, results
     results.put(log)
 
 
-def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
+def run_fleet(url: str, workers: int, rounds: int, sleep: float, stagger: bool = False) -> dict:
     name = f"fleet-{uuid.uuid4().hex[:8]}"
     spec = parse_spec({**SPEC, "study": {"name": name, "trials": workers * rounds},
                        "sampler": {"kind": "random"}})
@@ -160,8 +161,9 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
     target = workers * rounds
     context = multiprocessing.get_context("spawn")  # no connection or channel crosses a fork
     results, ready, start = context.Queue(), context.Queue(), context.Event()
-    processes = [context.Process(target=worker, args=(url, name, target, sleep, ready, start, results))
-                 for _ in range(workers)]
+    processes = [context.Process(target=worker, args=(url, name, target, sleep, sleep * k / workers if stagger else 0.0,
+                                                      ready, start, results))
+                 for k in range(workers)]
     for process in processes:
         process.start()
     for _ in processes:  # every process has imported hpo and opened its storage (or failed)
@@ -188,9 +190,9 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float) -> dict:
     }
 
 
-def one_run(path: str, url: str, workers: int, rounds: int, sleep: float) -> dict:
+def one_run(path: str, url: str, workers: int, rounds: int, sleep: float, stagger: bool) -> dict:
     """One run in a process of its own, so that no connection pool outlives it."""
-    command = [sys.executable, __file__, "--one", path, url, str(workers), str(rounds), str(sleep)]
+    command = [sys.executable, __file__, "--one", path, url, str(workers), str(rounds), str(sleep), str(int(stagger))]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         raise SystemExit(f"the {path} run with W={workers} failed: {done.stderr[-2000:]}")
@@ -210,7 +212,7 @@ def fleet_section(args: argparse.Namespace) -> None:
                     continue
                 watch = ConnectionWatch(POSTGRES)
                 watch.start()
-                result = one_run(path, url, workers, args.rounds, args.sleep)
+                result = one_run(path, url, workers, args.rounds, args.sleep, args.stagger)
                 watch.halt.set()
                 watch.join()
                 print(f"| {path} | {workers} | {result['throughput']:.1f} | {result['ideal']:.0f} | "
@@ -284,12 +286,14 @@ def main() -> None:
     parser.add_argument("--asks", type=int, default=20)
     parser.add_argument("--skip-sampler", action="store_true")
     parser.add_argument("--skip-fleet", action="store_true")
-    parser.add_argument("--one", nargs=5, metavar=("PATH", "URL", "W", "ROUNDS", "SLEEP"), help=argparse.SUPPRESS)
+    parser.add_argument("--stagger", action="store_true",
+                        help="spread the workers' first claims over one trial instead of starting all at once")
+    parser.add_argument("--one", nargs=6, metavar=("PATH", "URL", "W", "ROUNDS", "SLEEP", "STAGGER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.one:
-        _path, url, workers, rounds, sleep = args.one
-        print(json.dumps(run_fleet(url, int(workers), int(rounds), float(sleep))))
+        _path, url, workers, rounds, sleep, stagger = args.one
+        print(json.dumps(run_fleet(url, int(workers), int(rounds), float(sleep), stagger == "1")))
         return
     print(f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"Optuna {optuna.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
