@@ -743,60 +743,62 @@ def _outcome(call) -> object:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _side_by_side(kind: str, tmp_path: Path, play) -> dict:
+    """What `play(store, study_id)` gives on Optuna's own RDB storage and on hpo's, on one database."""
+    url = _sql_database(kind, tmp_path)
+    seen = {}
+    for who, store in {"optuna": optuna.storages.RDBStorage(url), "hpo": TrialReadingRDBStorage(url)}.items():
+        study_id = store.create_new_study([optuna.study.StudyDirection.MAXIMIZE], unique(f"side-{who}"))
+        try:
+            seen[who] = play(store, study_id)
+        finally:
+            store.delete_study(study_id)
+    return seen
+
+
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql"])
 def test_a_trials_state_and_values_are_set_exactly_as_optuna_sets_them(kind, tmp_path):
     """The same calls on Optuna's own RDB storage and on hpo's give the same answers and trials."""
-    url = _sql_database(kind, tmp_path)
-    stores = {"optuna": optuna.storages.RDBStorage(url), "hpo": TrialReadingRDBStorage(url)}
-    seen = {}
-    for who, store in stores.items():
-        study_id = store.create_new_study([optuna.study.StudyDirection.MAXIMIZE], unique(f"state-{who}"))
-        try:
-            waiting = store.create_new_trial(study_id, optuna.trial.create_trial(state=TrialState.WAITING))
-            running = store.create_new_trial(study_id)
-            other = store.create_new_trial(study_id)
-            answers = [
-                _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # a claim: True
-                _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # again: False
-                _outcome(lambda: store.set_trial_state_values(running, TrialState.COMPLETE, [float("inf")])),
-                _outcome(lambda: store.set_trial_state_values(running, TrialState.FAIL)),  # finished
-                _outcome(lambda: store.set_trial_state_values(other, TrialState.RUNNING, [0.25])),  # values, no claim
-                _outcome(lambda: store.set_trial_state_values(other, TrialState.COMPLETE, [0.123456789012345])),
-                _outcome(lambda: store.set_trial_state_values(10**9, TrialState.COMPLETE, [1.0])),
-            ]
-            trials = [_comparable(t) for t in store.get_all_trials(study_id, deepcopy=False)]
-            for trial in trials:  # the clock differs between the two runs; that each is set does not
-                trial["datetime_start"] = trial["datetime_start"] is not None
-                trial["datetime_complete"] = trial["datetime_complete"] is not None
-                del trial["trial_id"]
-            seen[who] = (answers, trials)
-        finally:
-            store.delete_study(study_id)
+    def play(store, study_id):
+        waiting = store.create_new_trial(study_id, optuna.trial.create_trial(state=TrialState.WAITING))
+        running = store.create_new_trial(study_id)
+        other = store.create_new_trial(study_id)
+        answers = [
+            _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # a claim: True
+            _outcome(lambda: store.set_trial_state_values(waiting, TrialState.RUNNING)),  # again: False
+            _outcome(lambda: store.set_trial_state_values(running, TrialState.COMPLETE, [float("inf")])),
+            _outcome(lambda: store.set_trial_state_values(running, TrialState.FAIL)),  # finished
+            _outcome(lambda: store.set_trial_state_values(other, TrialState.RUNNING, [0.25])),  # values, no claim
+            _outcome(lambda: store.set_trial_state_values(other, TrialState.COMPLETE, [0.123456789012345])),
+            _outcome(lambda: store.set_trial_state_values(10**9, TrialState.COMPLETE, [1.0])),
+        ]
+        trials = [_comparable(t) for t in store.get_all_trials(study_id, deepcopy=False)]
+        for trial in trials:  # the clock differs between the two runs; that each is set does not
+            trial["datetime_start"] = trial["datetime_start"] is not None
+            trial["datetime_complete"] = trial["datetime_complete"] is not None
+            del trial["trial_id"]
+        return answers, trials
+
+    seen = _side_by_side(kind, tmp_path, play)
     assert seen["hpo"] == seen["optuna"]
     assert seen["hpo"][0][:3] == [True, False, True]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql"])
 def test_a_trials_attributes_are_set_exactly_as_optuna_sets_them(kind, tmp_path):
-    url = _sql_database(kind, tmp_path)
-    stores = {"optuna": optuna.storages.RDBStorage(url), "hpo": TrialReadingRDBStorage(url)}
-    seen = {}
-    for who, store in stores.items():
-        study_id = store.create_new_study([optuna.study.StudyDirection.MAXIMIZE], unique(f"attrs-{who}"))
-        try:
-            running, done = store.create_new_trial(study_id), store.create_new_trial(study_id)
-            store.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
-            answers = [
-                _outcome(lambda: store.set_trial_user_attr(running, "phase", "random")),
-                _outcome(lambda: store.set_trial_user_attr(running, "phase", "tpe")),  # replaced
-                _outcome(lambda: store.set_trial_system_attr(running, "beat", 1.5)),
-                _outcome(lambda: store.set_trial_system_attr(running, "beat", {"at": [2.5]})),
-                _outcome(lambda: store.set_trial_user_attr(done, "late", 1)),
-                _outcome(lambda: store.set_trial_system_attr(10**9, "beat", 1)),
-            ]
-            attrs = [(t.user_attrs, t.system_attrs) for t in store.get_all_trials(study_id, deepcopy=False)]
-            seen[who] = (answers, attrs)
-        finally:
-            store.delete_study(study_id)
+    def play(store, study_id):
+        running, done = store.create_new_trial(study_id), store.create_new_trial(study_id)
+        store.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
+        answers = [
+            _outcome(lambda: store.set_trial_user_attr(running, "phase", "random")),
+            _outcome(lambda: store.set_trial_user_attr(running, "phase", "tpe")),  # replaced
+            _outcome(lambda: store.set_trial_system_attr(running, "beat", 1.5)),
+            _outcome(lambda: store.set_trial_system_attr(running, "beat", {"at": [2.5]})),
+            _outcome(lambda: store.set_trial_user_attr(done, "late", 1)),
+            _outcome(lambda: store.set_trial_system_attr(10**9, "beat", 1)),
+        ]
+        return answers, [(t.user_attrs, t.system_attrs) for t in store.get_all_trials(study_id, deepcopy=False)]
+
+    seen = _side_by_side(kind, tmp_path, play)
     assert seen["hpo"] == seen["optuna"]
     assert seen["hpo"][1][0] == ({"phase": "tpe"}, {"beat": {"at": [2.5]}})
