@@ -37,6 +37,7 @@ from hpo._retry import retrier_of
 from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, open_storage, write_params_sql
 
 DEFAULT_PORT = 13000
+STOP_POLL_SECONDS = 0.2  # how soon the proxy notices Ctrl-C or SIGTERM
 DEFAULT_THREADS = 8  # at most this many database connections, whatever the number of workers
 HEARTBEAT_KEY = "hpo:heartbeat"
 # Asking the proxy for the id of this study name returns SIGNATURE: a study id no database gives.
@@ -104,10 +105,6 @@ class ClaimingStorage:
         return getattr(self._inner, name)
 
 
-class _Stop(Exception):
-    """SIGTERM stops the proxy as Ctrl-C does."""
-
-
 def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: int = DEFAULT_THREADS,
           on_ready: Callable[[int], None] | None = None, grace: float = 5.0) -> None:
     """Serve `storage` (an SQL database from `open_storage`) on host:port until Ctrl-C or SIGTERM.
@@ -127,15 +124,20 @@ def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: i
         raise ProxyError(f"cannot serve on {host}:{port}: the address cannot be bound; check --host "
                          "(an address of this machine, e.g. 127.0.0.1) and --port")
     server.start()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C and SIGTERM only note that they came. An exception raised by a signal handler while
+    # the main thread waits on one of Python's thread locks can leave that lock released twice
+    # ("release unlocked lock"), and the proxy's exit a traceback instead of its one line.
+    stopping: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: stopping.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         if on_ready:
             on_ready(bound)
-        server.wait_for_termination()
-    except (KeyboardInterrupt, _Stop):
-        pass
+        while not stopping:
+            server.wait_for_termination(timeout=STOP_POLL_SECONDS)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.stop(grace).wait()
 
 
@@ -154,10 +156,6 @@ def _check_free(host: str, port: int) -> None:
             hint = ("another program uses that port; pick another with --port" if exc.errno == errno.EADDRINUSE
                     else "check --host (an address of this machine, e.g. 127.0.0.1)")
             raise ProxyError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; {hint}") from None
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Stop
 
 
 def open_database(url: StorageURL, connections: int = DEFAULT_THREADS) -> optuna.storages.BaseStorage:
