@@ -142,6 +142,8 @@ def worker(url: str, name: str, target: int, sleep: float, delay: float, ready, 
                 time.sleep(0.5)
                 continue
             trial = _start_trial(handle.study, trial_id)
+            if trial is None:  # failed as dead by another worker before it started: claim again
+                continue
             log["claims"].append(time.monotonic() - started)
             log["first"].append(time.monotonic())
             _run_trial(handle.study, trial, Sleeper(sleep))  # heartbeats, suggestions, the end

@@ -200,10 +200,12 @@ def _stale_trial_ids(self, study_id: int) -> list[int]:
     now = time.time()
     stale = []
     for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
         beat = trial.system_attrs.get(HEARTBEAT_KEY)
-        if beat is None:  # killed before its first heartbeat: count from its start
-            beat = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if now - float(beat) > self.grace_period:
+        # Killed before its first heartbeat: count from its start. A retry carries its failed
+        # trial's system attributes, that trial's last heartbeat included, which is not its own.
+        beat = start if beat is None else max(float(beat), start)
+        if now - beat > self.grace_period:
             stale.append(internals.trial_id(trial))
     return stale
 

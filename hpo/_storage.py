@@ -819,57 +819,43 @@ def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[
     """One transaction with Optuna's checks: the trial exists and is not finished, and each parameter's
     distribution agrees with the one it has in the study's other trials."""
     tables = internals.TABLES
-    trials, params, studies = tables.trials, tables.params, tables.studies
+    trials, params = tables.trials, tables.params
     names = [name for name, _value, _distribution in rows]
     with _read_committed(engine) as connection, connection.begin():
         stored = sqlalchemy.select(sqlalchemy.func.count()).where(params.c.trial_id == trial_id).scalar_subquery()
         found = connection.execute(
-            sqlalchemy.select(trials.c.state, trials.c.number, trials.c.study_id, studies.c.study_name,
-                              stored.label("stored"))
-            .join(studies, studies.c.study_id == trials.c.study_id).where(trials.c.trial_id == trial_id)).one_or_none()
+            sqlalchemy.select(trials.c.state, trials.c.number, trials.c.study_id, stored.label("stored"))
+            .where(trials.c.trial_id == trial_id)).one_or_none()
         if found is None:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         if found.state.is_finished():
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"Trial#{found.number} has already finished and can not be updated.")
-        known = _check_distributions(connection, (found.study_id, found.study_name), trial_id, rows)
+        _check_distributions(connection, found.study_id, trial_id, rows)
         if found.stored:  # a repeat of this transaction after an outage: its first run committed
             connection.execute(sqlalchemy.delete(params).where(params.c.trial_id == trial_id,
                                                                params.c.param_name.in_(names)))
         connection.execute(sqlalchemy.insert(params), [
             {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distribution}
             for name, value, distribution in rows])
-    for name, _value, distribution in rows:  # stored: the study's distributions from now on
-        known.setdefault(name, distribution)
 
 
-# The distribution of each parameter a study has stored, as this process has seen it (so does
-# Optuna's own trial cache): (engine, study id, study name) -> parameter name -> distribution JSON.
-_KNOWN_DISTRIBUTIONS: dict[tuple[int, int, str], dict[str, str]] = {}
-
-
-def _check_distributions(connection: sqlalchemy.Connection, study: tuple[int, str], trial_id: int,
-                         rows: list[tuple[str, float, str]]) -> dict[str, str]:
-    """ValueError, as Optuna's, when a parameter's distribution disagrees with the study's; returns
-    the study's known distributions."""
+def _check_distributions(connection: sqlalchemy.Connection, study_id: int, trial_id: int,
+                         rows: list[tuple[str, float, str]]) -> None:
+    """ValueError, as Optuna's, when a parameter's distribution disagrees with the study's."""
     params, trials = internals.TABLES.params, internals.TABLES.trials
-    known = _KNOWN_DISTRIBUTIONS.setdefault((id(connection.engine), *study), {})
-    missing = [name for name, _value, _distribution in rows if name not in known]
-    if missing:
-        # One earlier parameter of each name (other trials: a repeated transaction finds its own).
-        earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
-                   .join(trials, trials.c.trial_id == params.c.trial_id)
-                   .where(trials.c.study_id == study[0], params.c.param_name == name,
-                          params.c.trial_id != trial_id).limit(1).subquery() for name in missing]
-        found = connection.execute(sqlalchemy.union_all(
-            *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier)))
-        known.update({name: distribution for name, distribution in found})
+    # One earlier parameter of each name (other trials: a repeated transaction finds its own).
+    earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
+               .join(trials, trials.c.trial_id == params.c.trial_id)
+               .where(trials.c.study_id == study_id, params.c.param_name == name,
+                      params.c.trial_id != trial_id).limit(1).subquery() for name, _value, _distribution in rows]
+    known = dict(connection.execute(sqlalchemy.union_all(
+        *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier))).all())
     for name, _value, distribution in rows:
         if name in known:
             optuna.distributions.check_distribution_compatibility(
                 optuna.distributions.json_to_distribution(known[name]),
                 optuna.distributions.json_to_distribution(distribution))
-    return known
 
 
 # --- Reading one trial in two statements ----------------------------------------------------------

@@ -363,7 +363,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective,
     return frozen
 
 
-def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
+def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
     """The second half of `Study.ask`: the trial object, whose creation runs the sampler.
 
     The first half, `_claim_next` (a ticket: a queued trial, a retry, a confirmation run or a
@@ -373,8 +373,11 @@ def _start_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     internals.forget_cached_trials(study)
     try:
         return optuna.Trial(study, trial_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None  # failed as dead by another worker between the claim and the start: claim again
     except BaseException:  # a sampler that fails must not leave the trial RUNNING forever
-        internals.study_storage(study).set_trial_state_values(trial_id, state=TrialState.FAIL)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            internals.study_storage(study).set_trial_state_values(trial_id, state=TrialState.FAIL)
         raise
 
 
