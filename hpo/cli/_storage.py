@@ -30,7 +30,13 @@ def check(
     url = resolve_url(url or storage)
     opened = open_storage(url, Heartbeat(interval=None))
     schema = schema_version(opened)
-    summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
+    for attempt in range(3):
+        try:
+            summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
+            break
+        except KeyError:  # a study deleted by someone else while it was listed: list again
+            if attempt == 2:
+                raise
     studies = [{"name": s.study_name, "trials": s.n_trials} for s in summaries]
     if json_:
         print_json({"url": mask_url(url), "backend": backend_name(url), "schema": schema, "studies": studies})
