@@ -27,7 +27,7 @@ from hpo import _study
 from hpo._errors import Interrupted, StudyError
 from hpo._objective import Objective
 from hpo._sampler import FINISHED
-from hpo._storage import Heartbeat, StorageURL, open_storage, resolve_storage
+from hpo._storage import Heartbeat, StorageURL, listed, open_storage, resolve_storage
 
 PRIORITY_ATTR = "priority"  # set by `hpo study priority`; else the spec's [study] priority
 
@@ -79,7 +79,7 @@ def candidates(storage: optuna.storages.BaseStorage, names: Sequence[str] = ()) 
     `hpo study run` (a race picks each run from its evidence and spends a budget of epochs).
     """
     found = []
-    for frozen in storage.get_all_studies():
+    for frozen in listed(storage.get_all_studies):
         attrs = frozen.user_attrs
         spec = attrs.get(_study.SPEC_ATTR)
         if not isinstance(spec, dict) or attrs.get(_study.QUEUE_ONLY_ATTR) or (names and frozen.study_name not in names):
@@ -87,7 +87,10 @@ def candidates(storage: optuna.storages.BaseStorage, names: Sequence[str] = ()) 
         if _raced(spec):
             continue
         target = int(attrs.get(_study.TARGET_ATTR) or spec.get("study", {}).get("trials", 0))
-        trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
+        try:
+            trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
+        except KeyError:  # deleted by another process since the listing
+            continue
         counts = _claims.count_states(trials)
         found.append(Candidate(frozen.study_name, priority_of(attrs), target,
                                sum(counts[s.name] for s in FINISHED), counts["RUNNING"], counts["WAITING"]))

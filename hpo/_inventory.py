@@ -13,7 +13,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo._storage import Heartbeat, StorageURL, open_storage
+from hpo._storage import Heartbeat, StorageURL, listed, open_storage
 from hpo._study import LINEAGE_ATTR, SPEC_ATTR, count_states, finished_count
 
 NOT_HPO = "not hpo"  # the data column of a study hpo did not create
@@ -42,34 +42,41 @@ def list_studies(url: str | StorageURL) -> list[StudyRow]:
     """One row per study in the storage, in the order the storage keeps them."""
     storage = open_storage(url, Heartbeat(interval=None))
     rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        counts = count_states(study)
-        attrs = summary.user_attrs
-        spec = attrs.get(SPEC_ATTR)
-        lineage = attrs.get(LINEAGE_ATTR)
-        by_hpo = isinstance(spec, dict)
-        directions = tuple(d.name.lower() for d in summary.directions)
-        kind = _kind(attrs, spec) if by_hpo else FOREIGN
-        best = _best(study, summary.directions)
-        best_value = best.value if best else None
-        best_number = best.number if best else None
-        if kind == RACE:
-            best_value, best_number = _race_choice(study, spec)
-        rows.append(StudyRow(
-            name=summary.study_name,
-            dataset=_dataset(spec) if by_hpo else _foreign(directions),
-            finished=finished_count(counts),
-            counts=counts,
-            best_value=best_value,
-            best_number=best_number,
-            parent=lineage.get("parent") if isinstance(lineage, dict) else None,
-            created=attrs.get("created") if isinstance(attrs.get("created"), str) else None,
-            by_hpo=by_hpo,
-            directions=directions,
-            kind=kind,
-        ))
+    for summary in listed(lambda: optuna.get_all_study_summaries(storage, include_best_trial=False)):
+        try:
+            rows.append(_row(storage, summary))
+        except KeyError:  # deleted by another process since the listing
+            continue
     return rows
+
+
+def _row(storage: optuna.storages.BaseStorage, summary: optuna.study.StudySummary) -> StudyRow:
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    counts = count_states(study)
+    attrs = summary.user_attrs
+    spec = attrs.get(SPEC_ATTR)
+    lineage = attrs.get(LINEAGE_ATTR)
+    by_hpo = isinstance(spec, dict)
+    directions = tuple(d.name.lower() for d in summary.directions)
+    kind = _kind(attrs, spec) if by_hpo else FOREIGN
+    best = _best(study, summary.directions)
+    best_value = best.value if best else None
+    best_number = best.number if best else None
+    if kind == RACE:
+        best_value, best_number = _race_choice(study, spec)
+    return StudyRow(
+        name=summary.study_name,
+        dataset=_dataset(spec) if by_hpo else _foreign(directions),
+        finished=finished_count(counts),
+        counts=counts,
+        best_value=best_value,
+        best_number=best_number,
+        parent=lineage.get("parent") if isinstance(lineage, dict) else None,
+        created=attrs.get("created") if isinstance(attrs.get("created"), str) else None,
+        by_hpo=by_hpo,
+        directions=directions,
+        kind=kind,
+    )
 
 
 def _kind(attrs: dict, spec: dict) -> str:

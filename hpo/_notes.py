@@ -16,6 +16,7 @@ import optuna
 
 from hpo import _optuna_internals as internals
 from hpo._errors import SpecError
+from hpo._storage import listed
 
 METRIC_NAME = "validation accuracy"
 ROLE_ATTR = "hpo_role"  # user attribute: SEARCH or CONFIRMATION
@@ -60,9 +61,12 @@ def refresh(study: optuna.Study) -> None:
 def refresh_all(storage: optuna.storages.BaseStorage) -> int:
     """`refresh` every hpo study in the storage; returns how many there are."""
     count = 0
-    for frozen in storage.get_all_studies():
+    for frozen in listed(storage.get_all_studies):
         if isinstance(frozen.user_attrs.get("spec"), dict):
-            refresh(optuna.load_study(study_name=frozen.study_name, storage=storage))
+            try:
+                refresh(optuna.load_study(study_name=frozen.study_name, storage=storage))
+            except KeyError:  # deleted by another process since the listing
+                continue
             count += 1
     return count
 

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import optuna
@@ -227,6 +227,22 @@ def open_storage(url: str | StorageURL, heartbeat: Heartbeat = Heartbeat()) -> o
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = BACKENDS[url.backend].open(url, heartbeat)
     return internals.retrying(storage, retrier)
+
+
+T = TypeVar("T")
+_LIST_ATTEMPTS = 3
+
+
+def listed(list_call: Callable[[], T]) -> T:
+    """`list_call()` (a listing of a shared storage's studies), made again when it fails because
+    another process deleted a study while it was being listed (Optuna raises KeyError then)."""
+    for attempt in range(_LIST_ATTEMPTS):
+        try:
+            return list_call()
+        except KeyError:
+            if attempt == _LIST_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def schema_version(storage: optuna.storages.BaseStorage) -> str | None:

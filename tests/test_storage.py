@@ -802,3 +802,75 @@ def test_a_trials_attributes_are_set_exactly_as_optuna_sets_them(kind, tmp_path)
     seen = _side_by_side(kind, tmp_path, play)
     assert seen["hpo"] == seen["optuna"]
     assert seen["hpo"][1][0] == ({"phase": "tpe"}, {"beat": {"at": [2.5]}})
+
+
+# --- A shared storage's studies come and go --------------------------------------------------------
+
+
+class _DeletesAfterListing(optuna.storages.BaseStorage):
+    """A real storage whose every listing of studies is followed, before anyone reads them, by
+    another client deleting one of the listed studies: what a shared database does to a reader."""
+
+    def __init__(self, inner: optuna.storages.BaseStorage, victim: str) -> None:
+        self._inner, self._victim = inner, victim
+
+    def get_all_studies(self):
+        studies = self._inner.get_all_studies()
+        with contextlib.suppress(KeyError):
+            self._inner.delete_study(self._inner.get_study_id_from_name(self._victim))
+        return studies
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+for _name in optuna.storages.BaseStorage.__abstractmethods__ - {"get_all_studies"}:
+    setattr(_DeletesAfterListing, _name, lambda self, *a, _n=_name, **k: getattr(self._inner, _n)(*a, **k))
+_DeletesAfterListing.__abstractmethods__ = frozenset()
+
+
+@pytest.fixture
+def two_studies(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    for name in ("stays", "goes"):
+        create(load_spec(write_spec(tmp_path, name, trials=2, epochs=1, samples=200, random_trials=2)), url)
+    return url
+
+
+def test_a_study_deleted_by_another_client_while_listed_is_left_out(two_studies, monkeypatch):
+    from hpo import _fleet, _inventory, _notes
+
+    def shared():
+        return _DeletesAfterListing(open_storage(two_studies, Heartbeat(interval=None)), "goes")
+
+    # The dashboard's refresh of every study's note.
+    assert _notes.refresh_all(shared()) == 1
+    create(load_spec(write_spec(Path(two_studies[len("sqlite:///"):]).parent, "goes", trials=2, epochs=1,
+                                samples=200, random_trials=2)), two_studies)
+    # The worker's choice of study.
+    assert [c.name for c in _fleet.candidates(shared())] == ["stays"]
+    create(load_spec(write_spec(Path(two_studies[len("sqlite:///"):]).parent, "goes", trials=2, epochs=1,
+                                samples=200, random_trials=2)), two_studies)
+    # `hpo study list`.
+    monkeypatch.setattr(_inventory, "open_storage", lambda url, heartbeat: shared())
+    assert [row.name for row in _inventory.list_studies(two_studies)] == ["stays"]
+
+
+def test_a_listing_that_meets_a_deleted_study_is_made_again_then_gives_up():
+    from hpo._storage import listed
+
+    calls = []
+
+    def flaky(fails):
+        def call():
+            calls.append(1)
+            if len(calls) <= fails:
+                raise KeyError("Record does not exist.")
+            return ["listed"]
+        return call
+
+    assert listed(flaky(2)) == ["listed"] and len(calls) == 3
+    calls.clear()
+    with pytest.raises(KeyError):
+        listed(flaky(3))
+    assert len(calls) == 3

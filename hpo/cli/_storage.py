@@ -10,7 +10,7 @@ import typer
 
 from hpo import _proxy
 from hpo._storage import (
-    STORAGE_ENV, Heartbeat, backend_name, mask_url, open_storage, resolve_storage, resolve_url, schema_version)
+    STORAGE_ENV, Heartbeat, backend_name, listed, mask_url, open_storage, resolve_storage, resolve_url, schema_version)
 from hpo.cli._common import JsonOption, StorageOption, group, is_loopback, print_json, print_table
 
 app = group(help="Check storages; serve one to many workers through a gRPC proxy.")
@@ -30,13 +30,7 @@ def check(
     url = resolve_url(url or storage)
     opened = open_storage(url, Heartbeat(interval=None))
     schema = schema_version(opened)
-    for attempt in range(3):
-        try:
-            summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
-            break
-        except KeyError:  # a study deleted by someone else while it was listed: list again
-            if attempt == 2:
-                raise
+    summaries = listed(lambda: optuna.get_all_study_summaries(opened, include_best_trial=False))
     studies = [{"name": s.study_name, "trials": s.n_trials} for s in summaries]
     if json_:
         print_json({"url": mask_url(url), "backend": backend_name(url), "schema": schema, "studies": studies})
