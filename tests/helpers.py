@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -72,10 +75,60 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+SPAWN_ENV = "HPO_TEST_SPAWN"  # set to 1: every command starts as `python -m hpo`, imports and all
+
+
 def hpo(*args: str, cwd: Path | None = None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    """Run `hpo ARGS…` as a real subprocess; returns the completed process (text output)."""
+    """Run `hpo ARGS…` in a process of its own; returns the completed process (text output).
+
+    The process is forked from one that has already imported hpo (`tests/zygote.py`), which saves
+    the second or so of imports that every command would otherwise spend; with HPO_TEST_SPAWN=1,
+    or while another thread of the test is running a command, it is `python -m hpo` from scratch.
+    """
+    zygote = _zygote()
+    if zygote is not None and _ZYGOTE_LOCK.acquire(blocking=False):
+        try:
+            return zygote.run(list(args), cwd, cli_env(**env), timeout)
+        finally:
+            _ZYGOTE_LOCK.release()
     return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+class _Zygote:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))],
+                                        env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, preexec_fn=_default_sigint)
+        self.ready = json.loads(self.process.stdout.readline() or "{}").get("ready", False)
+
+    def run(self, args: list[str], cwd: Path | None, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(prefix="hpo-cmd-") as folder:
+            out, err = Path(folder, "out"), Path(folder, "err")
+            out.touch()
+            err.touch()
+            request = {"args": args, "cwd": str(cwd or os.getcwd()), "env": env, "out": str(out), "err": str(err),
+                       "timeout": timeout}
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            answer = json.loads(self.process.stdout.readline())
+            if answer["timed_out"]:
+                raise subprocess.TimeoutExpired(["hpo", *args], timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(["hpo", *args], answer["returncode"], out.read_text(), err.read_text())
+
+
+_ZYGOTE_LOCK = threading.Lock()
+_ZYGOTES: dict[int, _Zygote | None] = {}
+
+
+def _zygote() -> _Zygote | None:
+    """This test process's zygote (started on first use), or None when commands are spawned."""
+    if os.environ.get(SPAWN_ENV) == "1":
+        return None
+    if os.getpid() not in _ZYGOTES:
+        zygote = _Zygote()
+        _ZYGOTES[os.getpid()] = zygote if zygote.ready else None
+    return _ZYGOTES[os.getpid()]
 
 
 def _default_sigint() -> None:

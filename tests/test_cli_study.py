@@ -82,7 +82,9 @@ def test_create_twice_says_how_to_continue(tmp_path):
     assert "Traceback" not in again.stderr
 
 
-def _wait_for_running(db, name, timeout=60.0):
+def _wait_for_running(db, name, timeout=60.0, beating=False):
+    """Until a trial of the study runs (`beating`: and has recorded a heartbeat)."""
+    beat = " AND trial_id IN (SELECT trial_id FROM trial_heartbeats)" if beating else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if db.exists():
@@ -90,7 +92,7 @@ def _wait_for_running(db, name, timeout=60.0):
                 with sqlite3.connect(db, timeout=5) as connection:
                     rows = connection.execute(
                         "SELECT count(*) FROM trials JOIN studies USING (study_id) "
-                        "WHERE studies.study_name = ? AND trials.state = 'RUNNING'", (name,)).fetchone()
+                        f"WHERE studies.study_name = ? AND trials.state = 'RUNNING'{beat}", (name,)).fetchone()
                 if rows and rows[0] > 0:
                     return
             except sqlite3.OperationalError:
@@ -136,16 +138,14 @@ def test_ctrl_c_fails_the_running_trial_and_run_continues_without_repeats(tmp_pa
 
 @pytest.mark.slow
 def test_sigkill_leaves_no_running_trial_after_the_grace_period(tmp_path):
-    spec = write_spec(tmp_path, "killed", trials=2, epochs=300, samples=1200, random_trials=3)
+    spec = write_spec(tmp_path, "killed", trials=2, epochs=800, samples=1200, random_trials=3)  # a second or more a trial
     db = tmp_path / "s.db"
     storage = f"sqlite:///{db}"
     created = hpo("study", "create", str(spec), "--heartbeat-interval", "1", "--grace-period", "2",
                   "--storage", storage)
     assert created.returncode == 0, created.stderr
     process = hpo_popen("study", "run", "killed", "--storage", storage)
-    time.sleep(1.0)
-    _wait_for_running(db, "killed")
-    time.sleep(1.5)  # at least one heartbeat recorded
+    _wait_for_running(db, "killed", beating=True)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
     victim = [t for t in _trials(db, "killed") if t.state.name == "RUNNING"]
