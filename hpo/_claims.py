@@ -94,6 +94,11 @@ class Claims:
         except optuna.exceptions.UpdateFinishedTrialError:  # claimed and finished since the look
             return False
 
+    def claim_counted(self, study: optuna.Study, trial_id: int) -> int | None:
+        """`claim`, then the study's finished plus running trials, this one included; None when
+        another caller took the ticket."""
+        return _occupied(self.counts(study)) if self.claim(trial_id) else None
+
     def fail(self, trial_id: int) -> bool:
         """RUNNING -> FAIL; True for the one caller that failed it, False when it had ended."""
         try:
@@ -117,6 +122,9 @@ class SqlClaims(Claims):
 
     def claim(self, trial_id: int) -> bool:
         return self.retry(claim_sql, self.engine, trial_id)
+
+    def claim_counted(self, study: optuna.Study, trial_id: int) -> int | None:
+        return self.retry(claim_counted_sql, self.engine, internals.study_id(study), trial_id)
 
     def fail(self, trial_id: int) -> bool:
         return self.retry(fail_sql, self.engine, trial_id)
@@ -145,7 +153,7 @@ class JournalClaims(Claims):
 class ProxyClaims(Claims):
     """Behind `hpo storage serve`: the proxy makes each step the conditional statement above, and
     answers a look with the same two small queries (asked for as the system attributes of the
-    study's negated id, which no study has)."""
+    study's negated id, which no study has), and a claim with its count in one request."""
 
     def look(self, study: optuna.Study) -> tuple[dict[str, int], list[Ticket]]:
         answer = self.storage.get_study_system_attrs(-internals.study_id(study))
@@ -153,6 +161,11 @@ class ProxyClaims(Claims):
 
     def counts(self, study: optuna.Study) -> dict[str, int]:
         return self.look(study)[0]
+
+    def claim_counted(self, study: optuna.Study, trial_id: int) -> int | None:
+        # One request: the trial id asked for by the study's negated id and the ticket's trial id.
+        occupied = self.storage.get_trial_id_from_study_id_trial_number(-internals.study_id(study), trial_id)
+        return None if occupied < 0 else occupied
 
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         self.storage.set_study_system_attr(internals.study_id(handle.study), TOP_UP_KEY,
@@ -180,6 +193,22 @@ def claim_sql(engine: sa.Engine, trial_id: int) -> bool:
             .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
             .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
         return result.rowcount == 1
+
+
+def claim_counted_sql(engine: sa.Engine, study_id: int, trial_id: int) -> int | None:
+    """`claim_sql` and, in the same transaction, the study's finished plus running trials; None
+    when the claim lost."""
+    trials = internals.TABLES.trials
+    with engine.begin() as connection:
+        result = connection.execute(
+            sa.update(trials)
+            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+        if result.rowcount != 1:
+            return None
+        return connection.execute(sa.select(sa.func.count()).where(
+            trials.c.study_id == study_id,
+            trials.c.state.in_([TrialState.RUNNING, *FINISHED]))).scalar_one()
 
 
 def fail_sql(engine: sa.Engine, trial_id: int) -> bool:
@@ -259,6 +288,10 @@ def _finished(counts: dict[str, int]) -> int:
     return sum(counts[state.name] for state in FINISHED)
 
 
+def _occupied(counts: dict[str, int]) -> int:
+    return _finished(counts) + counts["RUNNING"]
+
+
 def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
                claims: Claims | None = None) -> tuple[int | None, dict[str, int], bool]:
     """(the claimed trial's id or None, the counts before it, whether the study is done).
@@ -278,7 +311,7 @@ def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
         finished = _finished(counts)
         if finished >= target or (queue_only and not counts["WAITING"] and not counts["RUNNING"]):
             return None, counts, True
-        if not queue_only and finished + counts["RUNNING"] >= target:
+        if not queue_only and _occupied(counts) >= target:
             return None, counts, False  # the running trials may reach it: wait
         if not waiting and not queue_only:
             # Every WAITING trial is read again by every worker's look (Optuna's cache keeps only
@@ -286,10 +319,10 @@ def claim_next(handle: "StudyHandle", target: int, queue_only: bool,
             claims.top_up(handle, target, max(TICKET_BATCH, counts["RUNNING"] + 1))
             counts, waiting = claims.look(study)
         for ticket in _claim_order(waiting)[:CLAIMS_PER_LOOK]:
-            if not claims.claim(ticket.trial_id):
+            occupied = claims.claim_counted(study, ticket.trial_id)
+            if occupied is None:
                 continue
-            now = claims.counts(study)
-            if queue_only or _finished(now) + now["RUNNING"] <= target:
+            if queue_only or occupied <= target:
                 return ticket.trial_id, counts, False
             # A claim crossed another one that took the last place: give the ticket back.
             storage.set_trial_state_values(ticket.trial_id, TrialState.WAITING)

@@ -31,7 +31,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
-from hpo._claims import TOP_UP_KEY, claim_sql, fail_sql, look_sql, top_up_sql
+from hpo._claims import TOP_UP_KEY, claim_counted_sql, claim_sql, fail_sql, look_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
 from hpo._retry import retrier_of
 from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, open_storage, write_params_sql
@@ -43,6 +43,10 @@ HEARTBEAT_KEY = "hpo:heartbeat"
 # Asking the proxy for the id of this study name returns SIGNATURE: a study id no database gives.
 SIGNATURE_NAME = "\x00hpo-storage-proxy"
 SIGNATURE = -20130
+# The requests a worker may make of the proxy change with hpo; a worker asks for the name of the
+# version it speaks, which a proxy of an older hpo does not know.
+PROTOCOL = 2  # 2: a claim and its count in one request
+PROTOCOL_NAME = f"{SIGNATURE_NAME}/{PROTOCOL}"
 
 
 class ProxyError(HpoError):
@@ -78,8 +82,14 @@ class ClaimingStorage:
                 raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} has already finished")
             return self._inner.set_trial_state_values(trial_id, state, values)
 
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        if study_id < 0:  # a worker's claim of trial `trial_number` of study -study_id, and its count
+            occupied = self._retry(claim_counted_sql, self._engine, -study_id, trial_number)
+            return -1 if occupied is None else occupied
+        return self._inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
     def get_study_id_from_name(self, study_name: str) -> int:
-        if study_name == SIGNATURE_NAME:
+        if study_name in (SIGNATURE_NAME, PROTOCOL_NAME):
             return SIGNATURE
         return self._inner.get_study_id_from_name(study_name)
 
@@ -257,13 +267,20 @@ def connect(host: str, port: int, masked: str, interval: int | None, grace_perio
         client.close()
         raise StorageError(f"cannot reach the storage proxy at {masked} within {timeout:g} s; is "
                            f"`hpo storage serve` running there, and the port open?") from None
-    try:
-        signature = client.get_study_id_from_name(SIGNATURE_NAME)
-    except KeyError:
-        signature = None
-    if signature != SIGNATURE:
+    if _signature(client, PROTOCOL_NAME) != SIGNATURE:
+        older = _signature(client, SIGNATURE_NAME) == SIGNATURE
         client.close()
+        if older:
+            raise StorageError(f"{masked} is `hpo storage serve` of an older hpo than this one; restart "
+                               f"the proxy with the hpo that the workers run")
         raise StorageError(f"{masked} is a gRPC storage proxy, but not `hpo storage serve`: its claims "
                            f"are not known to be atomic; serve the database with `hpo storage serve`")
     _CLIENTS.add(client)
     return client
+
+
+def _signature(client: Any, name: str) -> int | None:
+    try:
+        return client.get_study_id_from_name(name)
+    except KeyError:
+        return None

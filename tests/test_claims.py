@@ -159,6 +159,25 @@ def test_a_raised_target_is_reached_exactly_by_two_processes(storage, tmp_path):
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 15
 
 
+def test_a_claim_answers_the_finished_and_running_trials_with_itself_and_a_lost_claim_none(storage, tmp_path):
+    from hpo._claims import claims_for
+    from hpo._study import open_study
+
+    with study_in(storage, tmp_path, 5) as name:
+        handle = open_study(name, storage)
+        claims = claims_for(internals.study_storage(handle.study))
+        claims.top_up(handle, 5, 5)
+        _counts, tickets = claims.look(handle.study)
+        first, second, third = sorted(tickets, key=lambda t: t.number)[:3]
+        assert claims.claim_counted(handle.study, first.trial_id) == 1
+        assert claims.claim_counted(handle.study, first.trial_id) is None  # taken: by us, here
+        handle.study.tell(optuna.Trial(handle.study, first.trial_id), 0.5)
+        assert claims.claim_counted(handle.study, second.trial_id) == 2  # 1 finished + itself
+        assert claims.claim_counted(handle.study, third.trial_id) == 3
+        counts, tickets = claims.look(handle.study)
+        assert (counts["COMPLETE"], counts["RUNNING"], counts["WAITING"], len(tickets)) == (1, 2, 2, 2)
+
+
 def test_a_claim_has_one_winner_when_processes_race_for_the_same_tickets(tmp_path):
     """The conditional UPDATE on SQLite, where Optuna's SELECT … FOR UPDATE would let both win."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
@@ -184,12 +203,32 @@ def test_a_claim_has_one_winner_when_processes_race_for_the_same_tickets(tmp_pat
     assert all(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
-def test_a_plain_optuna_proxy_is_refused_in_one_line(tmp_path):
-    """Optuna's own proxy in front of SQLite claims with FOR UPDATE, which SQLite ignores."""
+# hpo's proxy of before the claim and its count were one request: it knows only the plain signature.
+OLDER_PROXY = textwrap.dedent("""
+    import sys, optuna
+    from hpo._proxy import SIGNATURE, SIGNATURE_NAME
+    class Older(optuna.storages.RDBStorage):
+        def get_study_id_from_name(self, name):
+            return SIGNATURE if name == SIGNATURE_NAME else super().get_study_id_from_name(name)
+    optuna.storages.run_grpc_proxy_server(Older(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]))
+""")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("plain", "is a gRPC storage proxy, but not `hpo storage serve`: its claims are not known to be atomic; "
+              "serve the database with `hpo storage serve`"),
+    ("older", "is `hpo storage serve` of an older hpo than this one; restart the proxy with the hpo that the "
+              "workers run"),
+])
+def test_a_plain_optuna_proxy_or_an_older_hpo_one_is_refused_in_one_line(kind, message, tmp_path):
+    """Optuna's own proxy in front of SQLite claims with FOR UPDATE, which SQLite ignores; an older
+    hpo proxy does not answer the requests of this one's workers."""
     port = free_port()
+    database = f"sqlite:///{tmp_path / 'plain.db'}"
     script = (f"import optuna; optuna.storages.run_grpc_proxy_server("
-              f"optuna.storages.get_storage('sqlite:///{tmp_path / 'plain.db'}'), host='127.0.0.1', port={port})")
-    server = subprocess.Popen([sys.executable, "-c", script], env=cli_env(), stderr=subprocess.DEVNULL)
+              f"optuna.storages.get_storage('{database}'), host='127.0.0.1', port={port})")
+    command = [sys.executable, "-c", script] if kind == "plain" else [sys.executable, "-c", OLDER_PROXY, database, str(port)]
+    server = subprocess.Popen(command, env=cli_env(), stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -203,9 +242,7 @@ def test_a_plain_optuna_proxy_is_refused_in_one_line(tmp_path):
         server.kill()
         server.wait()
     assert result.returncode == 1
-    assert result.stderr == (f"Error: grpc://127.0.0.1:{port} is a gRPC storage proxy, but not `hpo storage "
-                             f"serve`: its claims are not known to be atomic; serve the database with "
-                             f"`hpo storage serve`\n")
+    assert result.stderr == f"Error: grpc://127.0.0.1:{port} {message}\n"
 
 
 def test_the_proxy_refuses_a_journal_in_one_line(tmp_path):
