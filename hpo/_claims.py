@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import _optuna_internals as internals
 from hpo._retry import retrier_of
 from hpo._sampler import FINISHED
-from hpo._storage import study_lock
+from hpo._storage import one_statement_each, study_lock
 
 if TYPE_CHECKING:
     from hpo._study import StudyHandle
@@ -187,11 +187,12 @@ def claims_for(storage: optuna.storages.BaseStorage) -> Claims:
 
 def claim_sql(engine: sa.Engine, trial_id: int) -> bool:
     trials = internals.TABLES.trials
-    with engine.begin() as connection:
+    with one_statement_each(engine) as connection:
         result = connection.execute(
             sa.update(trials)
             .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
             .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+        connection.commit()  # nothing to commit on PostgreSQL: the statement did
         return result.rowcount == 1
 
 
@@ -213,18 +214,19 @@ def claim_counted_sql(engine: sa.Engine, study_id: int, trial_id: int) -> int | 
 
 def fail_sql(engine: sa.Engine, trial_id: int) -> bool:
     trials = internals.TABLES.trials
-    with engine.begin() as connection:
+    with one_statement_each(engine) as connection:
         result = connection.execute(
             sa.update(trials)
             .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
             .values(state=TrialState.FAIL, datetime_complete=datetime.datetime.now()))
+        connection.commit()  # nothing to commit on PostgreSQL: the statement did
         return result.rowcount == 1
 
 
 def counts_sql(engine: sa.Engine, study_id: int) -> dict[str, int]:
     trials = internals.TABLES.trials
     counts = {state.name: 0 for state in TrialState}
-    with engine.connect() as connection:
+    with one_statement_each(engine) as connection:
         rows = connection.execute(sa.select(trials.c.state, sa.func.count()).where(
             trials.c.study_id == study_id).group_by(trials.c.state))
         for state, count in rows:
@@ -241,7 +243,7 @@ def look_sql(engine: sa.Engine, study_id: int) -> tuple[dict[str, int], list[Tic
     has_params = sa.exists().where(params.c.trial_id == trials.c.trial_id)
     fixed = sa.exists().where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "fixed_params",
                               attrs.c.value_json != "{}")
-    with engine.connect() as connection:
+    with one_statement_each(engine) as connection:
         rows = connection.execute(sa.select(trials.c.trial_id, trials.c.number, has_params, fixed).where(
             trials.c.study_id == study_id, trials.c.state == TrialState.WAITING))
         return counts, [Ticket(trial_id, number, bool(p or f)) for trial_id, number, p, f in rows]
