@@ -13,7 +13,8 @@ Every run creates a fresh study with a target of W x rounds trials.
 Reported per path and W: trials per second sustained (finished trials over the time from the
 first claim to the last finish) against the ideal W / sleep; claim latency p50 and p99 (counting,
 claiming and starting the trial, the sampler's first call included); the peak of PostgreSQL connections this benchmark holds
-(`pg_stat_activity`, by application name); overshoot, lost and duplicated trials, errors.
+(`pg_stat_activity`, by application name); how busy the machine's CPUs were during the run (all
+processes: workers, proxy, PostgreSQL; /proc/stat); overshoot, lost and duplicated trials, errors.
 
 Then the sampler's own cost per trial at 1,000 and 5,000 trials of a 4-parameter study (hpo's
 TPE, in memory and on SQLite) and what hpo's claim path adds to it on SQLite.
@@ -105,6 +106,13 @@ class ConnectionWatch(threading.Thread):
                 self.halt.wait(0.05)
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs of the machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,8 +178,10 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float, stagger: bool =
         process.start()
     for _ in processes:  # every process has imported hpo and opened its storage (or failed)
         ready.get()
+    busy_before, total_before = cpu_times()
     start.set()
     logs = [results.get() for _ in processes]
+    busy_after, total_after = cpu_times()
     for process in processes:
         process.join()
     log = {key: [value for one in logs for value in one[key]] for key in logs[0]}
@@ -189,6 +199,7 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float, stagger: bool =
         "overshoot": max(0, finished - target), "lost": max(0, target - finished),
         "duplicated": sum(c - 1 for c in ran.values() if c > 1), "errors": len(log["errors"]),
         "left": states["WAITING"] + states["RUNNING"], "first_error": (log["errors"] or [""])[0],
+        "cpu": (busy_after - busy_before) / max(1, total_after - total_before),
     }
 
 
@@ -204,8 +215,8 @@ def one_run(path: str, url: str, workers: int, rounds: int, sleep: float, stagge
 def fleet_section(args: argparse.Namespace) -> None:
     database = with_app_name(POSTGRES)
     print("| path | W | trials/s | ideal | % of ideal | claim p50 ms | claim p99 ms | peak PG connections "
-          "| overshoot | lost | duplicated | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| machine CPU busy | overshoot | lost | duplicated | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     proxy, grpc_url = start_proxy(database)
     try:
         for workers in args.workers:
@@ -219,7 +230,7 @@ def fleet_section(args: argparse.Namespace) -> None:
                 watch.join()
                 print(f"| {path} | {workers} | {result['throughput']:.1f} | {result['ideal']:.0f} | "
                       f"{100 * result['throughput'] / result['ideal']:.0f}% | {result['p50']:.1f} | "
-                      f"{result['p99']:.1f} | {watch.peak} | {result['overshoot']} | {result['lost']} | "
+                      f"{result['p99']:.1f} | {watch.peak} | {100 * result['cpu']:.0f}% | {result['overshoot']} | {result['lost']} | "
                       f"{result['duplicated']} | {result['errors']} |", flush=True)
                 if result["errors"]:
                     print(f"  first error: {result['first_error']}", flush=True)

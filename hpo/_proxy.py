@@ -6,9 +6,10 @@ adds three things to Optuna's:
 - the claims of `hpo/_claims.py` run on the database as the single conditional statements they
   are (Optuna's proxy would claim with `SELECT … FOR UPDATE`, which SQLite ignores);
 - a signature, so that a worker refuses a proxy that does not claim that way;
-- heartbeats, which Optuna's proxy client does not send: a running trial's worker writes the time
-  into the trial's system attribute `hpo:heartbeat`, and any worker fails a RUNNING trial whose
-  time is older than the grace period (clocks of the machines should agree within seconds).
+- heartbeats, which Optuna's proxy client does not send: a running trial's worker beats, the proxy
+  writes its own clock's time into the trial's system attribute `hpo:heartbeat`, and any worker
+  fails a RUNNING trial whose last beat the proxy says is older than the grace period. One clock
+  reads and writes them all, so the workers' machines' clocks do not matter.
 
 A gRPC channel does not survive `fork`: a forked child gets fresh channels for every client.
 """
@@ -16,6 +17,7 @@ A gRPC channel does not survive `fork`: a forked child gets fresh channels for e
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -34,7 +36,7 @@ from hpo import _optuna_internals as internals
 from hpo._claims import TOP_UP_KEY, claim_counted_sql, claim_sql, fail_sql, look_sql, top_up_sql
 from hpo._errors import HpoError, StorageError
 from hpo._retry import retrier_of
-from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, open_storage, write_params_sql
+from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, one_statement_each, open_storage, write_params_sql
 
 DEFAULT_PORT = 13000
 STOP_POLL_SECONDS = 0.2  # how soon the proxy notices Ctrl-C or SIGTERM
@@ -45,7 +47,9 @@ SIGNATURE_NAME = "\x00hpo-storage-proxy"
 SIGNATURE = -20130
 # The requests a worker may make of the proxy change with hpo; a worker asks for the name of the
 # version it speaks, which a proxy of an older hpo does not know.
-PROTOCOL = 2  # 2: a claim and its count in one request
+# 2: a claim and its count in one request. 3: the proxy stamps heartbeats with its own clock and
+# answers the ages of a study's running trials (a worker of 2 would stamp them with its own).
+PROTOCOL = 3
 PROTOCOL_NAME = f"{SIGNATURE_NAME}/{PROTOCOL}"
 
 
@@ -109,7 +113,14 @@ class ClaimingStorage:
         if key == PARAMS_KEY:  # a worker's new trial's parameters, all at once (`write_params`)
             self._retry(write_params_sql, self._engine, trial_id, [tuple(row) for row in value])
             return
+        if key == HEARTBEAT_KEY:  # stamped here: one clock, the one `running_ages` reads them by
+            value = time.time()
         self._inner.set_trial_system_attr(trial_id, key, value)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        if study_id < 0:  # a worker's stale check of study -study_id (`_stale_trial_ids`)
+            return {"running": self._retry(running_ages_sql, self._engine, -study_id, time.time())}
+        return self._inner.get_study_user_attrs(study_id)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -202,22 +213,37 @@ def _fixed_pool(engine: sqlalchemy.Engine, size: int) -> None:
 # --- The client -----------------------------------------------------------------------------------
 
 
+def running_ages_sql(engine: sqlalchemy.Engine, study_id: int, now: float) -> list[list[float]]:
+    """[trial id, seconds since its last heartbeat] of each running trial of the study, in one query.
+
+    Killed before its first heartbeat, a trial counts from its start. A retry carries its failed
+    trial's system attributes, that trial's last heartbeat included, which is not its own: a beat
+    from before the trial's start does not count. Start and beats are this machine's clock's: the
+    claim (`claim_sql`) and the heartbeats are stamped here.
+    """
+    trials, attrs = internals.TABLES.trials, internals.TABLES.trial_system_attrs
+    beat = (sqlalchemy.select(attrs.c.value_json)
+            .where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == HEARTBEAT_KEY).scalar_subquery())
+    with one_statement_each(engine) as connection:
+        rows = connection.execute(sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beat).where(
+            trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)).all()
+    ages = []
+    for trial_id, started, beat_json in rows:
+        start = started.timestamp() if started else now
+        last = json.loads(beat_json) if beat_json else None
+        last = max(float(last), start) if isinstance(last, (int, float)) else start
+        ages.append([trial_id, now - last])
+    return ages
+
+
 def _record_heartbeat(self, trial_id: int) -> None:
-    self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+    self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, 0)  # the proxy stamps it with its clock
 
 
 def _stale_trial_ids(self, study_id: int) -> list[int]:
-    now = time.time()
-    stale = []
-    for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        start = trial.datetime_start.timestamp() if trial.datetime_start else now
-        beat = trial.system_attrs.get(HEARTBEAT_KEY)
-        # Killed before its first heartbeat: count from its start. A retry carries its failed
-        # trial's system attributes, that trial's last heartbeat included, which is not its own.
-        beat = start if beat is None else max(float(beat), start)
-        if now - beat > self.grace_period:
-            stale.append(internals.trial_id(trial))
-    return stale
+    # One small query on the proxy, not every running trial read whole by every worker.
+    return [int(trial_id) for trial_id, age in self.get_study_user_attrs(-study_id)["running"]
+            if age > self.grace_period]
 
 
 def _heartbeat_interval(self) -> int | None:

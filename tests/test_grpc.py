@@ -113,3 +113,35 @@ def test_fail_stale_through_the_proxy(tmp_path):
                                  "parameters.\n")
         states = [t.state.name for t in trials_of(url, "stale")]
         assert states == ["FAIL", "WAITING"]
+
+
+def test_the_proxy_stamps_heartbeats_with_its_own_clock_and_tells_the_running_trials_ages(tmp_path):
+    """A worker's beat is written with the proxy's time, whatever the worker's clock says; a retry's
+    inherited heartbeat (its failed trial's last) does not make it look alive or dead."""
+    import optuna
+    from hpo import Heartbeat, open_storage
+    from hpo import _optuna_internals as internals
+    from hpo._proxy import HEARTBEAT_KEY
+
+    database = f"sqlite:///{tmp_path / 'behind.db'}"
+    rdb = optuna.storages.get_storage(database)
+    direct = optuna.create_study(study_name="beats", storage=rdb)
+    fresh, retry = (internals.trial_id(direct.ask()) for _ in range(2))  # both RUNNING
+    # The retry carries its failed trial's last beat, from an hour ago.
+    rdb.set_trial_system_attr(retry, HEARTBEAT_KEY, time.time() - 3600)
+    with proxy(database) as url:
+        client = open_storage(url, Heartbeat(interval=1, grace_period=30))
+        study_id = client.get_study_id_from_name("beats")
+        before = time.time()
+        client.record_heartbeat(fresh)  # what the heartbeat thread sends
+        stored = rdb.get_trial(fresh).system_attrs[HEARTBEAT_KEY]
+        assert before - 1 <= stored <= time.time() + 1  # the proxy's clock, not the 0 the client sent
+        ages = dict(client.get_study_user_attrs(-study_id)["running"])
+        assert set(ages) == {fresh, retry}
+        assert all(0 <= age < 30 for age in ages.values())  # the retry counts from its own start
+        assert internals.stale_trial_ids(optuna.load_study(study_name="beats", storage=client)) == []
+        # After the grace period without beats, both are stale.
+        short = open_storage(url, Heartbeat(interval=1, grace_period=1))
+        time.sleep(2.5)
+        stale = internals.stale_trial_ids(optuna.load_study(study_name="beats", storage=short))
+        assert sorted(stale) == sorted([fresh, retry])
