@@ -237,6 +237,12 @@ def running_ages_sql(engine: sqlalchemy.Engine, study_id: int, now: float) -> li
 
 
 def _record_heartbeat(self, trial_id: int) -> None:
+    # A trial's first beat comes as it starts, when its claim's start time (the proxy's clock too)
+    # already says as much: `running_ages_sql` counts from the start until a beat comes.
+    started = self.__dict__.setdefault("_beating", set())
+    if trial_id not in started:
+        started.add(trial_id)
+        return
     self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, 0)  # the proxy stamps it with its clock
 
 

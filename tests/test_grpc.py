@@ -133,7 +133,9 @@ def test_the_proxy_stamps_heartbeats_with_its_own_clock_and_tells_the_running_tr
         client = open_storage(url, Heartbeat(interval=1, grace_period=30))
         study_id = client.get_study_id_from_name("beats")
         before = time.time()
-        client.record_heartbeat(fresh)  # what the heartbeat thread sends
+        client.record_heartbeat(fresh)  # the heartbeat thread's first beat, as the trial starts:
+        assert HEARTBEAT_KEY not in rdb.get_trial(fresh).system_attrs  # its start says as much
+        client.record_heartbeat(fresh)  # the next one
         stored = rdb.get_trial(fresh).system_attrs[HEARTBEAT_KEY]
         assert before - 1 <= stored <= time.time() + 1  # the proxy's clock, not the 0 the client sent
         ages = dict(client.get_study_user_attrs(-study_id)["running"])
