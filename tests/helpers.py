@@ -99,7 +99,7 @@ class _Zygote:
     def __init__(self) -> None:
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))],
                                         env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, preexec_fn=_default_sigint)
+                                        text=True, preexec_fn=restore_ctrl_c)
         self.ready = json.loads(self.process.stdout.readline() or "{}").get("ready", False)
 
     def run(self, args: list[str], cwd: Path | None, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -131,7 +131,7 @@ def _zygote() -> _Zygote | None:
     return _ZYGOTES[os.getpid()]
 
 
-def _default_sigint() -> None:
+def restore_ctrl_c() -> None:
     # A test run started in the background (`pytest &`, nohup) hands its children an ignored
     # SIGINT, and Python then installs no Ctrl-C handler: give the child the terminal's default.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -140,7 +140,7 @@ def _default_sigint() -> None:
 def hpo_popen(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=restore_ctrl_c)
 
 
 def unique(prefix: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli_env, hpo, write_spec
+from helpers import restore_ctrl_c, cli_env, hpo, write_spec
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,7 +37,8 @@ def _in_terminal(columns: int, *args: str, cwd: Path, interrupt_at: str | None =
     for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR"):
         env.pop(name, None)
     process = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=env,
-                               stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+                               stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+                               preexec_fn=restore_ctrl_c)  # Ctrl-C works even if the tests run in the background
     os.close(secondary)
     output = b""
     deadline = time.monotonic() + 300
