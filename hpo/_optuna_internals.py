@@ -67,9 +67,24 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager:
-    """Sends the trial's heartbeats while the block runs; does nothing when heartbeats are off."""
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Sends the trial's heartbeats while the block runs; does nothing when heartbeats are off.
+
+    The beating stops however the block ends, a Ctrl-C that comes while the thread starts
+    included: Optuna's heartbeat thread is not a daemon, and left running it keeps the process
+    from ever exiting (its `with` statement never reaches `__exit__` then).
+    """
+    beat = get_heartbeat_thread(trial._trial_id, study._storage)
+    try:
+        beat.start()
+        yield
+    finally:
+        stop, thread = getattr(beat, "_stop_event", None), getattr(beat, "_thread", None)
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread.is_alive():
+            thread.join()
 
 
 def forget_cached_trials(study: optuna.Study) -> None:

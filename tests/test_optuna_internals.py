@@ -302,3 +302,29 @@ def test_the_proxy_server_serves_a_storage_to_optunas_client():
         client.close()
     finally:
         server.stop(0).wait()
+
+
+def test_a_ctrl_c_while_the_heartbeat_thread_starts_leaves_no_thread_behind(tmp_path, monkeypatch):
+    """Optuna's heartbeat thread is no daemon: one left beating keeps the process from exiting."""
+    import threading
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    before = set(threading.enumerate())
+    start = threading.Thread.start
+
+    def interrupted_start(self):  # the thread starts, and Ctrl-C comes while start() waits for it
+        start(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        with internals.heartbeat(study, trial):
+            pass
+    monkeypatch.undo()
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    for thread in left:
+        thread.join(timeout=5)
+    assert not [t for t in left if t.is_alive()], "the heartbeat thread is still beating"
+    assert storage.get_trial(internals.trial_id(trial)).state == TrialState.RUNNING  # only the thread stopped
