@@ -16,6 +16,7 @@ A gRPC channel does not survive `fork`: a forked child gets fresh channels for e
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import os
@@ -239,9 +240,9 @@ def running_ages_sql(engine: sqlalchemy.Engine, study_id: int, now: float) -> li
 def _record_heartbeat(self, trial_id: int) -> None:
     # A trial's first beat comes as it starts, when its claim's start time (the proxy's clock too)
     # already says as much: `running_ages_sql` counts from the start until a beat comes.
-    started = self.__dict__.setdefault("_beating", set())
+    started = self.__dict__.setdefault("_beating", collections.deque(maxlen=256))  # this client's latest trials
     if trial_id not in started:
-        started.add(trial_id)
+        started.append(trial_id)
         return
     self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, 0)  # the proxy stamps it with its clock
 
