@@ -83,8 +83,9 @@ def test_create_twice_says_how_to_continue(tmp_path):
 
 
 def _wait_for_running(db, name, timeout=60.0, beating=False):
-    """Until a trial of the study runs (`beating`: and has recorded a heartbeat)."""
-    beat = " AND trial_id IN (SELECT trial_id FROM trial_heartbeats)" if beating else ""
+    """Until a trial of the study runs (`beating`: has its parameters and has recorded a heartbeat)."""
+    beat = (" AND trial_id IN (SELECT trial_id FROM trial_heartbeats)"
+            " AND trial_id IN (SELECT trial_id FROM trial_params)") if beating else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if db.exists():
