@@ -79,7 +79,8 @@ def run_workers(handle: StudyHandle, workers: int, target: int | None = None,
             while any(p.poll() is None for p in processes):
                 if time.monotonic() - last_read >= poll_seconds:
                     counts, last_read = count_states(handle.study), time.monotonic()
-                _report(handle, report, events, counts, target, before, started)
+                _report(handle, report, events, counts, target, before, started,
+                        sum(p.poll() is None for p in processes))
                 time.sleep(0.25)
     except (KeyboardInterrupt, Terminated) as exc:
         signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
@@ -95,16 +96,18 @@ def run_workers(handle: StudyHandle, workers: int, target: int | None = None,
     if failed:
         raise StudyError(f"{len(failed)} of {workers} workers failed; first: {failed[0].removeprefix('Error: ')}")
     counts = count_states(handle.study)
-    _report(handle, report, events, counts, target, before, started)
+    _report(handle, report, events, counts, target, before, started, 0)
     finished = finished_count(counts)
     return RunResult(finished - before, finished, target, best_trial(handle.study), finished >= target, counts)
 
 
-def _report(handle, report, events, counts, target, before, started) -> None:
+def _report(handle, report, events, counts, target, before, started, live: int) -> None:
     running, finished = events.take()
     done = finished_count(counts)
     best = best_trial(handle.study)
-    elsewhere = max(counts["RUNNING"] - len(running), 0)
+    # A worker of ours may have claimed a trial it has not told us of yet, or ended one that the
+    # counts (read every poll) still show running: up to `live` running trials may be ours.
+    elsewhere = max(counts["RUNNING"] - max(len(running), live), 0)
     elapsed = time.monotonic() - started
     if handle.spec.objective.raced:  # a race's progress is its budget of epochs and its incumbent
         from hpo._racing import race_progress
