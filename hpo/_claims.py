@@ -185,13 +185,16 @@ def claims_for(storage: optuna.storages.BaseStorage) -> Claims:
 # --- The SQL steps (also run by the proxy on the database behind it) ---------------------------
 
 
-def claim_sql(engine: sa.Engine, trial_id: int) -> bool:
+def _claim_statement(trial_id: int) -> sa.Update:
+    """WAITING -> RUNNING for one trial; only one writer's statement matches its row."""
     trials = internals.TABLES.trials
-    with one_statement_each(engine) as connection:
-        result = connection.execute(
-            sa.update(trials)
-            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+    return (sa.update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
             .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+
+
+def claim_sql(engine: sa.Engine, trial_id: int) -> bool:
+    with one_statement_each(engine) as connection:
+        result = connection.execute(_claim_statement(trial_id))
         connection.commit()  # nothing to commit on PostgreSQL: the statement did
         return result.rowcount == 1
 
@@ -201,10 +204,7 @@ def claim_counted_sql(engine: sa.Engine, study_id: int, trial_id: int) -> int | 
     when the claim lost."""
     trials = internals.TABLES.trials
     with engine.begin() as connection:
-        result = connection.execute(
-            sa.update(trials)
-            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
-            .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+        result = connection.execute(_claim_statement(trial_id))
         if result.rowcount != 1:
             return None
         return connection.execute(sa.select(sa.func.count()).where(
