@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from hpo._study import StudyHandle
 
 TOP_UP_KEY = "hpo:top-up"  # asks `hpo storage serve` to make the missing tickets; never stored
+QUEUE_KEY = "hpo:queue"  # asks `hpo storage serve` to queue configurations once each; never stored
 TICKET_BATCH = 8  # tickets made at once, at least
 LOOKS = 4  # looks at the study before a worker that keeps losing claims waits a poll
 CLAIMS_PER_LOOK = 3  # tickets tried per look: after that the look is likely out of date
@@ -109,6 +110,13 @@ class Claims:
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         """Add plain tickets up to `target` finished + running + waiting trials, at most `batch`."""
         raise NotImplementedError
+
+    def queue_once(self, handle: "StudyHandle", runs: list[dict[str, Any]], key: list[str]) -> None:
+        """Queue each of `runs` ({"params": …, "user_attrs": …}) that the study does not hold yet:
+        no trial of it but a failed one has the same user attributes `key`. Under the study's lock,
+        so that two commands queueing the same runs at once queue each of them once."""
+        with study_lock(handle.storage_url, handle.name):
+            queue_once_now(handle.study, runs, key)
 
 
 class SqlClaims(Claims):
@@ -170,6 +178,10 @@ class ProxyClaims(Claims):
     def top_up(self, handle: "StudyHandle", target: int, batch: int) -> None:
         self.storage.set_study_system_attr(internals.study_id(handle.study), TOP_UP_KEY,
                                            {"target": target, "batch": batch})
+
+    def queue_once(self, handle: "StudyHandle", runs: list[dict[str, Any]], key: list[str]) -> None:
+        # The proxy takes the study's lock on the database behind it and queues them there.
+        self.storage.set_study_system_attr(internals.study_id(handle.study), QUEUE_KEY, {"runs": runs, "key": key})
 
 
 def claims_for(storage: optuna.storages.BaseStorage) -> Claims:
@@ -339,6 +351,19 @@ def _claim_order(waiting: list[Ticket]) -> list[Ticket]:
     plain = [t for t in waiting if not t.chosen]
     random.shuffle(plain)
     return sorted((t for t in waiting if t.chosen), key=lambda t: t.number) + plain
+
+
+def queue_once_now(study: optuna.Study, runs: list[dict[str, Any]], key: list[str]) -> int:
+    """`Claims.queue_once` for a caller that holds the study's lock; returns how many it queued."""
+    def identity(user_attrs: dict[str, Any]) -> tuple:
+        return tuple(user_attrs.get(name) for name in key)
+
+    held = {identity(t.user_attrs) for t in study.get_trials(
+        deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))}
+    missing = [run for run in runs if identity(run["user_attrs"]) not in held]
+    for run in missing:
+        study.enqueue_trial(run["params"], user_attrs=run["user_attrs"])
+    return len(missing)
 
 
 def add_ticket(study: optuna.Study) -> None:

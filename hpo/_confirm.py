@@ -18,13 +18,15 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import _optuna_internals as internals
+from hpo._claims import claims_for
 from hpo._format import utc_now
 from hpo._errors import StudyError
 from hpo._notes import CONFIRMATION, ROLE_ATTR
 from hpo._notes import refresh as refresh_note
-from hpo._sampler import FINISHED, trial_seed
+from hpo._sampler import trial_seed
 from hpo._spec import ObjectiveSpec, PrunerSpec, SamplerSpec
-from hpo._storage import Heartbeat, study_lock
+from hpo._storage import Heartbeat
 from hpo._study import (
     LINEAGE_ATTR, QUEUE_ONLY_ATTR, Progress, StudyHandle, create, open_study, ranked, run,
 )
@@ -108,15 +110,11 @@ def confirm(handle: StudyHandle, top: int = 5, seeds: int = 5, workers: int = 1,
         raise StudyError(f"study '{handle.name}' has no complete trial to confirm; "
                          f"run it first with `hpo study run {handle.name}`")
     runs = companion(handle)
-    with study_lock(runs.storage_url, runs.name):
-        have = {(t.user_attrs.get("confirms_trial"), t.user_attrs.get("repeat"))
-                for t in runs.trials((*FINISHED, TrialState.RUNNING, TrialState.WAITING))}
-        for trial in candidates:
-            for repeat in range(seeds):
-                if (trial.number, repeat) not in have:
-                    runs.study.enqueue_trial(trial.params, user_attrs={
-                        "confirms_trial": trial.number, "repeat": repeat,
-                        "seed": trial_seed(handle.spec.seed, trial.number, SEED_STREAM + repeat)})
+    claims_for(internals.study_storage(runs.study)).queue_once(runs, [
+        {"params": trial.params, "user_attrs": {
+            "confirms_trial": trial.number, "repeat": repeat,
+            "seed": trial_seed(handle.spec.seed, trial.number, SEED_STREAM + repeat)}}
+        for trial in candidates for repeat in range(seeds)], key=["confirms_trial", "repeat"])
     finished = runs.finished()
     done = {(t.user_attrs.get("confirms_trial"), t.user_attrs.get("repeat")) for t in finished}
     target = len(finished) + sum((t.number, r) not in done for t in candidates for r in range(seeds))

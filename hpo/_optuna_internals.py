@@ -152,6 +152,32 @@ def with_heartbeats(base: type, name: str, methods: dict[str, Any]) -> type:
     return type(name, (base, BaseHeartbeat), namespace)
 
 
+_GRPC_CONNECTION = ("_channel", "_stub", "_cache")  # what GrpcStorageProxy's `_setup` makes
+
+
+class _OpenedOnFirstUse:
+    """Stands for one part of a gRPC client's connection in a forked child, until first used."""
+
+    def __init__(self, client: Any, part: str):
+        self._client, self._part = client, part
+
+    def __getattr__(self, name: str) -> Any:
+        if self._part == "_channel" and name == "close":
+            return lambda: None  # nothing opened yet: nothing to close
+        client = self._client
+        client.__setstate__({k: v for k, v in client.__dict__.items() if k not in _GRPC_CONNECTION})
+        return getattr(getattr(client, self._part), name)
+
+
+def reconnect_after_fork(client: Any) -> None:
+    """In a forked child: the client (an Optuna `GrpcStorageProxy`) opens a channel of its own on
+    first use; the parent's does not work here. Nothing of gRPC runs now, because a fork handler
+    also runs between the fork and the exec of a subprocess started with `preexec_fn`, and gRPC
+    started there can abort that child."""
+    for part in _GRPC_CONNECTION:
+        setattr(client, part, _OpenedOnFirstUse(client, part))
+
+
 def grpc_proxy_server(storage: Any, thread_pool: Any) -> Any:
     """A gRPC server (not yet bound or started) that serves `storage` as Optuna's proxy does.
 

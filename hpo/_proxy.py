@@ -2,16 +2,18 @@
 
 Many workers then share one database through a few of its connections: the proxy holds the only
 connection pool, with Optuna's in-process cache of finished trials in front of it. hpo's proxy
-adds three things to Optuna's:
+adds four things to Optuna's:
 - the claims of `hpo/_claims.py` run on the database as the single conditional statements they
   are (Optuna's proxy would claim with `SELECT … FOR UPDATE`, which SQLite ignores);
 - a signature, so that a worker refuses a proxy that does not claim that way;
 - heartbeats, which Optuna's proxy client does not send: a running trial's worker beats, the proxy
   writes its own clock's time into the trial's system attribute `hpo:heartbeat`, and any worker
   fails a RUNNING trial whose last beat the proxy says is older than the grace period. One clock
-  reads and writes them all, so the workers' machines' clocks do not matter.
+  reads and writes them all, so the workers' machines' clocks do not matter;
+- the study's lock for what still needs one (`hpo study confirm` queues its runs once each, however
+  many commands queue them at once): the proxy takes it on the database behind it and queues them.
 
-A gRPC channel does not survive `fork`: a forked child gets fresh channels for every client.
+A gRPC channel does not survive `fork`: a forked child opens channels of its own on first use.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import _optuna_internals as internals
-from hpo._claims import TOP_UP_KEY, claim_counted_sql, claim_sql, fail_sql, look_sql, top_up_sql
+from hpo._claims import (
+    QUEUE_KEY, TOP_UP_KEY, claim_counted_sql, claim_sql, fail_sql, look_sql, queue_once_now, top_up_sql,
+)
 from hpo._errors import HpoError, StorageError
 from hpo._retry import retrier_of
-from hpo._storage import PARAMS_KEY, Heartbeat, StorageURL, one_statement_each, open_storage, write_params_sql
+from hpo._storage import (
+    PARAMS_KEY, Heartbeat, StorageURL, one_statement_each, open_storage, study_lock, write_params_sql,
+)
 
 DEFAULT_PORT = 13000
 STOP_POLL_SECONDS = 0.2  # how soon the proxy notices Ctrl-C or SIGTERM
@@ -50,8 +56,10 @@ SIGNATURE = -20130
 # version it speaks, which a proxy of an older hpo does not know.
 # 2: a claim and its count in one request. 3: the proxy stamps heartbeats with its own clock and
 # answers the ages of a study's running trials (a worker of 2 would stamp them with its own).
-PROTOCOL = 3
+# 4: the proxy queues configurations once each under the study's lock (`hpo study confirm`).
+PROTOCOL = 4
 PROTOCOL_NAME = f"{SIGNATURE_NAME}/{PROTOCOL}"
+SERVED_NAMES = (SIGNATURE_NAME, f"{SIGNATURE_NAME}/3", PROTOCOL_NAME)  # 3 asks nothing 4 changed
 
 
 class ProxyError(HpoError):
@@ -64,9 +72,10 @@ class ProxyError(HpoError):
 class ClaimingStorage:
     """The storage the proxy serves: the database's, with hpo's claims as conditional statements."""
 
-    def __init__(self, inner: optuna.storages.BaseStorage):
+    def __init__(self, inner: optuna.storages.BaseStorage, url: StorageURL):
         rdb = internals.rdb_storage(inner)
         self._inner = inner
+        self._url = url  # the database's, for the study locks taken here
         self._engine = rdb.engine
         # hpo's own transactions ride out a database restart as the wrapped storage's calls do.
         self._retry = retrier_of(inner).call
@@ -94,7 +103,7 @@ class ClaimingStorage:
         return self._inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        if study_name in (SIGNATURE_NAME, PROTOCOL_NAME):
+        if study_name in SERVED_NAMES:
             return SIGNATURE
         return self._inner.get_study_id_from_name(study_name)
 
@@ -107,6 +116,11 @@ class ClaimingStorage:
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         if key == TOP_UP_KEY:  # a worker's request, carried by the one call the protocol has for it
             self._retry(top_up_sql, self._engine, study_id, int(value["target"]), int(value["batch"]))
+            return
+        if key == QUEUE_KEY:  # a worker's runs to queue once each (`ProxyClaims.queue_once`)
+            name = self._inner.get_study_name_from_id(study_id)
+            with study_lock(self._url, name):
+                queue_once_now(optuna.Study(study_name=name, storage=self._inner), value["runs"], value["key"])
             return
         self._inner.set_study_system_attr(study_id, key, value)
 
@@ -127,12 +141,12 @@ class ClaimingStorage:
         return getattr(self._inner, name)
 
 
-def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: int = DEFAULT_THREADS,
+def serve(storage: "ClaimingStorage", host: str, port: int, threads: int = DEFAULT_THREADS,
           on_ready: Callable[[int], None] | None = None, grace: float = 5.0) -> None:
     """Serve `storage` (an SQL database from `open_storage`) on host:port until Ctrl-C or SIGTERM.
 
     Args:
-        storage: the database's storage; a journal is refused by the caller.
+        storage: the database's, from `open_database`.
         host: the address to listen on.
         port: the port; 0 picks a free one.
         threads: the requests served at once, and so the most database connections used.
@@ -140,7 +154,7 @@ def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: i
         grace: seconds that requests under way get to finish when the proxy stops.
     """
     _check_free(host, port)
-    server = internals.grpc_proxy_server(ClaimingStorage(storage), ThreadPoolExecutor(max_workers=threads))
+    server = internals.grpc_proxy_server(storage, ThreadPoolExecutor(max_workers=threads))
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:
         raise ProxyError(f"cannot serve on {host}:{port}: the address cannot be bound; check --host "
@@ -180,9 +194,9 @@ def _check_free(host: str, port: int) -> None:
             raise ProxyError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; {hint}") from None
 
 
-def open_database(url: StorageURL, connections: int = DEFAULT_THREADS) -> optuna.storages.BaseStorage:
-    """The database storage the proxy serves, with at most `connections` connections open;
-    ProxyError with one line for anything else."""
+def open_database(url: StorageURL, connections: int = DEFAULT_THREADS) -> ClaimingStorage:
+    """The database storage the proxy serves, with at most `connections` connections open (and one
+    more for a moment to take a study's lock); ProxyError with one line for anything else."""
     if url.path is not None and url.sqlite_path is None:  # checked before opening creates the file
         raise ProxyError(f"the gRPC proxy cannot serve the journal {url.masked}: Optuna's proxy serves SQL "
                          "databases only; serve SQLite, PostgreSQL or MySQL, or give workers the journal itself")
@@ -191,7 +205,7 @@ def open_database(url: StorageURL, connections: int = DEFAULT_THREADS) -> optuna
         raise ProxyError(f"the gRPC proxy cannot serve {url.masked}: it serves SQL databases only "
                          "(SQLite, PostgreSQL, MySQL/MariaDB); give it the database's own URL")
     _fixed_pool(internals.rdb_storage(storage).engine, connections)
-    return storage
+    return ClaimingStorage(storage, url)
 
 
 def _fixed_pool(engine: sqlalchemy.Engine, size: int) -> None:
@@ -279,7 +293,7 @@ def _client_class() -> type:
 
 def _fresh_channels() -> None:
     for client in list(_CLIENTS):
-        client.__setstate__(client.__getstate__())  # drops the inherited channel, opens a new one
+        internals.reconnect_after_fork(client)
 
 
 def connect(host: str, port: int, masked: str, interval: int | None, grace_period: int,

@@ -36,6 +36,7 @@ ONE_THREAD = {name: "1" for name in (
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
 # The hidden option of `hpo study run` that makes a worker write one JSON line per report on stdout.
 EVENTS_OPTION = "--events"
+PARENT_ENV = "HPO_WORKER_PARENT"  # the id of the process that started a worker, which it dies with
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -63,14 +64,11 @@ def run_workers(handle: StudyHandle, workers: int, target: int | None = None,
     if data_dir:
         args += ["--data-dir", data_dir]
     # The URL travels in the environment, so a password never shows in the process list.
-    env = {**os.environ, **ONE_THREAD, STORAGE_ENV: handle.storage_url.url}
+    env = {**os.environ, **ONE_THREAD, STORAGE_ENV: handle.storage_url.url, PARENT_ENV: str(os.getpid())}
     started = time.monotonic()
     before = finished_count(count_states(handle.study))
-    # Their own process group: a Ctrl-C at the terminal reaches only this process, which passes it on once.
-    processes = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  process_group=0, preexec_fn=_die_with(os.getpid()))
-                 for _ in range(workers)]
-    events = _Events(processes)  # reader threads start only now: preexec_fn is unsafe beside threads
+    processes = [start_worker(args, env) for _ in range(workers)]
+    events = _Events(processes)
     report = on_progress or (lambda progress: None)
     try:
         with sigterm_raises():
@@ -136,18 +134,30 @@ def _stop(processes: list[subprocess.Popen], signum: int) -> None:
             p.wait()
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """The child's last step before it runs hpo: SIGTERM when `parent` dies (Linux), and a check
-    that it has not died already, in the moment before the request took effect."""
+def start_worker(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """One worker process, its stdout and stderr piped here, in a process group of its own: a Ctrl-C
+    at the terminal reaches only this process, which passes it on once. No `preexec_fn`: see
+    `die_with_parent`."""
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            process_group=0)
+
+
+def die_with_parent() -> None:
+    """A worker's first step: SIGTERM when the process that started it dies (Linux), and a check that
+    it has not died already, before the request took effect.
+
+    The worker asks for this itself. Asked in a `preexec_fn` of the parent's `subprocess` call, it
+    would make Python run its fork handlers in the child before the exec, and those of gRPC (in a
+    process using `hpo storage serve`) abort the child now and then.
+    """
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
     prctl = _prctl()
-
-    def preexec() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(143)
-
-    return preexec
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        os._exit(143)
 
 
 def _prctl():

@@ -178,6 +178,41 @@ def test_a_claim_answers_the_finished_and_running_trials_with_itself_and_a_lost_
         assert (counts["COMPLETE"], counts["RUNNING"], counts["WAITING"], len(tickets)) == (1, 2, 2, 2)
 
 
+# A command queueing configurations, as `hpo study confirm` queues its runs: it waits for the common
+# start time given, then queues 10 runs, each identified by its user attributes "of" and "repeat".
+QUEUER = textwrap.dedent("""
+    import sys, time
+    from hpo import _optuna_internals as internals
+    from hpo._claims import claims_for
+    from hpo._study import open_study
+    name, url, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    handle = open_study(name, url)
+    claims = claims_for(internals.study_storage(handle.study))
+    runs = [{"params": {"lr": 0.01 * (1 + of), "optimizer": "adam"}, "user_attrs": {"of": of, "repeat": r, "seed": 7}}
+            for of in range(5) for r in range(2)]
+    time.sleep(max(0.0, start - time.time()))
+    claims.queue_once(handle, runs, key=["of", "repeat"])
+""")
+
+
+@pytest.mark.slow
+def test_processes_queueing_the_same_runs_at_once_queue_each_once(storage, tmp_path):
+    """What `hpo study confirm` does when started twice at once, through the proxy included: the
+    study's lock (taken by the proxy on the database behind it) lets one queue and the others see them."""
+    with study_in(storage, tmp_path, 5) as name:
+        start = time.time() + 5  # every process has imported hpo and opened the study by then
+        queuers = [subprocess.Popen([sys.executable, "-c", QUEUER, name, storage, str(start)], env=cli_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for queuer in queuers:
+            _out, err = queuer.communicate(timeout=120)
+            assert queuer.returncode == 0, err
+        trials = trials_of(storage, name)
+        queued = sorted((t.user_attrs["of"], t.user_attrs["repeat"]) for t in trials)
+        assert queued == [(of, r) for of in range(5) for r in range(2)]  # each once
+        assert all(t.state == TrialState.WAITING and t.system_attrs["fixed_params"] ==
+                   {"lr": 0.01 * (1 + t.user_attrs["of"]), "optimizer": "adam"} for t in trials)
+
+
 def test_a_claim_has_one_winner_when_processes_race_for_the_same_tickets(tmp_path):
     """The conditional UPDATE on SQLite, where Optuna's SELECT … FOR UPDATE would let both win."""
     url = f"sqlite:///{tmp_path / 'race.db'}"

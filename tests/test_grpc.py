@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
+import optuna
 import pytest
 
-from helpers import hpo, hpo_popen, postgres_or_fail, unique, write_spec
+from helpers import cli_env, hpo, hpo_popen, postgres_or_fail, unique, write_spec
 from test_claims import proxy, trials_of
 from test_dashboard import get_json, serving
 
@@ -76,6 +80,61 @@ def test_three_workers_through_the_proxy_reach_the_target_and_recover_a_killed_o
             assert {t["number"] for t in detail["trials"]} == set(trials)
         finally:
             hpo("study", "delete", name, "--yes", "--storage", url)
+
+
+def test_confirm_runs_through_the_proxy_and_queues_each_run_once(tmp_path):
+    """`hpo study confirm` through the proxy: the proxy takes the study's lock on the database
+    behind it to queue the runs; two workers run them; asking again runs nothing more."""
+    database = f"sqlite:///{tmp_path / 'behind.db'}"
+    spec = write_spec(tmp_path, "conf", trials=4, random_trials=4)
+    with proxy(database) as url:
+        for args in (("study", "create", str(spec)), ("study", "run", "conf", "--quiet")):
+            done = hpo(*args, "--storage", url)
+            assert done.returncode == 0, done.stderr
+        confirm = ("study", "confirm", "conf", "--top", "2", "--seeds", "2", "--storage", url)
+        first = hpo(*confirm, "--workers", "2")
+        assert first.returncode == 0, first.stderr
+        again = hpo(*confirm)
+        assert again.returncode == 0, again.stderr
+        runs = trials_of(database, "conf:confirm")  # read on the database behind the proxy
+        assert sorted((t.user_attrs["confirms_trial"], t.user_attrs["repeat"]) for t in runs) == sorted(
+            (trial, repeat) for trial in {t.user_attrs["confirms_trial"] for t in runs} for repeat in (0, 1))
+        assert len(runs) == 4 and all(t.state.name in FINISHED for t in runs)
+        best = hpo("study", "best", "conf", "--storage", url)
+        assert best.returncode == 0 and best.stdout.startswith("Confirmed best of 'conf': #"), best.stderr
+
+
+# A process with a client of the proxy forks: a child of its own (which uses the client), and 300
+# short subprocesses started as `hpo study run --workers` starts its workers.
+FORKER = textwrap.dedent("""
+    import os, subprocess, sys
+    from hpo import Heartbeat, open_storage
+    from hpo._workers import start_worker
+    client = open_storage(sys.argv[1], Heartbeat(interval=None))
+    study_id = client.get_study_id_from_name("forked")
+    aborted = 0
+    for _ in range(300):
+        child = start_worker(["/bin/true"], dict(os.environ))
+        out, err = child.communicate()
+        aborted += bool(child.returncode or out or err)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if client.get_study_id_from_name("forked") == study_id and client.get_all_studies() else 1)
+    print(aborted, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), client.get_study_id_from_name("forked") == study_id)
+""")
+
+
+def test_a_client_works_in_a_forked_child_and_never_aborts_a_subprocess(tmp_path):
+    """A gRPC channel does not survive fork: the child opens its own on first use. A subprocess
+    started with a preexec_fn would run the fork handlers, gRPC's included, between its fork and
+    its exec, where gRPC aborts about one child in a hundred; hpo's workers start without one."""
+    database = f"sqlite:///{tmp_path / 'fork.db'}"
+    optuna.create_study(study_name="forked", storage=database)
+    with proxy(database) as url:
+        done = subprocess.run([sys.executable, "-c", FORKER, url], env=cli_env(), capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0", "True"], done.stderr  # none aborted; the child's calls worked
 
 
 def test_the_proxy_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path):

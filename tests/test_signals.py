@@ -84,7 +84,7 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 
 def _long_study(tmp_path: Path, name: str, trials: int) -> tuple[Path, str]:
-    spec = write_spec(tmp_path, name, trials=trials, epochs=300, samples=1200, random_trials=3)
+    spec = write_spec(tmp_path, name, trials=trials, epochs=2000, samples=1200, random_trials=3)  # seconds a trial
     db = tmp_path / "s.db"
     storage = f"sqlite:///{db}"
     created = hpo("study", "create", str(spec), "--storage", storage)
@@ -177,15 +177,10 @@ def test_sigkill_of_the_parent_ends_its_workers_within_seconds(tmp_path):
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
-def test_workers_started_by_a_parent_that_is_gone_do_not_run():
-    """The moment between fork and the kernel's parent-death request: the check covers it."""
-    from hpo._workers import _die_with
-
-    pid = os.fork()
-    if pid == 0:  # the child runs the hook as if its parent were another, already dead process
-        try:
-            _die_with(os.getppid() + 100000)()
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 143
+def test_a_worker_whose_parent_is_gone_does_not_run(tmp_path):
+    """The moment between a worker's start and its parent-death request: its check covers it."""
+    db, storage = _long_study(tmp_path, "gone", trials=1)
+    result = hpo("study", "run", "gone", "--events", "--storage", storage,
+                 HPO_WORKER_PARENT=str(os.getpid() + 100000))  # not its parent: a process that died
+    assert result.returncode == 143 and result.stdout == "" and result.stderr == ""
+    assert _trials(db, "gone") == []

@@ -20,7 +20,7 @@ from hpo._errors import Interrupted, StudyError
 from hpo._format import fmt
 from hpo._spec import load_spec
 from hpo._storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, Heartbeat, StorageURL, mask_url, resolve_storage, resolve_url
-from hpo._workers import EVENTS_OPTION, event_line, run_workers
+from hpo._workers import EVENTS_OPTION, die_with_parent, event_line, run_workers
 from hpo.cli._common import JsonOption, NameArg, StorageOption, group, hint, print_json, print_table
 from hpo.cli._console import RunConsole
 
@@ -126,6 +126,8 @@ def run(
 
     Ctrl-C or SIGTERM records the running trials as failed and exits (130, 143); run again to go on.
     """
+    if events:  # a worker of `run_workers`
+        die_with_parent()
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     url = resolve_storage(storage)
     if name.endswith(".toml") and Path(name).is_file():
