@@ -14,7 +14,9 @@ Reported per path and W: trials per second sustained (finished trials over the t
 first claim to the last finish) against the ideal W / sleep; claim latency p50 and p99 (counting,
 claiming and starting the trial, the sampler's first call included); the peak of PostgreSQL connections this benchmark holds
 (`pg_stat_activity`, by application name); how busy the machine's CPUs were during the run (all
-processes: workers, proxy, PostgreSQL; /proc/stat); overshoot, lost and duplicated trials, errors.
+processes: workers, proxy, PostgreSQL; /proc/stat) and how busy the proxy's one process was, as
+a share of one core (its Python threads share one interpreter lock, so near 100% it saturates);
+overshoot, lost and duplicated trials, errors.
 
 Then the sampler's own cost per trial at 1,000 and 5,000 trials of a 4-parameter study (hpo's
 TPE, in memory and on SQLite) and what hpo's claim path adds to it on SQLite.
@@ -49,6 +51,7 @@ from hpo._study import _run_trial, _start_trial, create, open_study
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "hpo-fleet-bench"
+PROXY_PID_ENV = "HPO_BENCH_PROXY_PID"
 POSTGRES = os.environ.get("HPO_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SPEC = {
     "study": {"name": "fleet", "trials": 10},
@@ -113,6 +116,12 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of one process so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,7 +144,7 @@ def worker(url: str, name: str, target: int, sleep: float, delay: float, ready, 
     trials until the study is done; its log goes to `results`. Times are CLOCK_MONOTONIC, shared by
     all processes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": []}
+    log: dict = {"claims": [], "first": [], "last": [], "ran": [], "errors": [], "beyond": []}
     try:
         handle = open_study(name, url)
         ready.put(True)
@@ -157,6 +166,7 @@ def worker(url: str, name: str, target: int, sleep: float, delay: float, ready, 
             _run_trial(handle.study, trial, Sleeper(sleep))  # heartbeats, suggestions, the end
             log["ran"].append(trial.number)
             log["last"].append(time.monotonic())
+            log["beyond"].append(log["last"][-1] - log["first"][-1] - sleep)
     except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
         log["errors"].append(f"{type(exc).__name__}: {exc}")
         ready.put(False)  # in case it failed before it was ready: nobody waits for it in vain
@@ -178,10 +188,13 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float, stagger: bool =
         process.start()
     for _ in processes:  # every process has imported hpo and opened its storage (or failed)
         ready.get()
+    proxy = int(os.environ.get(PROXY_PID_ENV, "0"))
     busy_before, total_before = cpu_times()
+    proxy_before, wall_before = (process_cpu_seconds(proxy) if proxy else 0.0), time.monotonic()
     start.set()
     logs = [results.get() for _ in processes]
     busy_after, total_after = cpu_times()
+    proxy_cpu = ((process_cpu_seconds(proxy) if proxy else 0.0) - proxy_before) / (time.monotonic() - wall_before)
     for process in processes:
         process.join()
     log = {key: [value for one in logs for value in one[key]] for key in logs[0]}
@@ -199,14 +212,18 @@ def run_fleet(url: str, workers: int, rounds: int, sleep: float, stagger: bool =
         "overshoot": max(0, finished - target), "lost": max(0, target - finished),
         "duplicated": sum(c - 1 for c in ran.values() if c > 1), "errors": len(log["errors"]),
         "left": states["WAITING"] + states["RUNNING"], "first_error": (log["errors"] or [""])[0],
-        "cpu": (busy_after - busy_before) / max(1, total_after - total_before),
+        "claim_mean": statistics.fmean(log["claims"] or [float("nan")]) * 1000,
+        "beyond_mean": statistics.fmean(log["beyond"] or [float("nan")]) * 1000,
+        "cpu": (busy_after - busy_before) / max(1, total_after - total_before), "proxy_cpu": proxy_cpu,
     }
 
 
-def one_run(path: str, url: str, workers: int, rounds: int, sleep: float, stagger: bool) -> dict:
-    """One run in a process of its own, so that no connection pool outlives it."""
+def one_run(path: str, url: str, workers: int, rounds: int, sleep: float, stagger: bool, proxy: int) -> dict:
+    """One run in a process of its own, so that no connection pool outlives it; `proxy`: the
+    proxy's process id, whose CPU time the run measures."""
     command = [sys.executable, __file__, "--one", path, url, str(workers), str(rounds), str(sleep), str(int(stagger))]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", PROXY_PID_ENV: str(proxy)})
     if done.returncode != 0:
         raise SystemExit(f"the {path} run with W={workers} failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.splitlines()[-1])
@@ -215,8 +232,9 @@ def one_run(path: str, url: str, workers: int, rounds: int, sleep: float, stagge
 def fleet_section(args: argparse.Namespace) -> None:
     database = with_app_name(POSTGRES)
     print("| path | W | trials/s | ideal | % of ideal | claim p50 ms | claim p99 ms | peak PG connections "
-          "| machine CPU busy | overshoot | lost | duplicated | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| machine CPU busy | proxy CPU (of one core) | ms per trial: claim, run beyond the sleep "
+          "| overshoot | lost | duplicated | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     proxy, grpc_url = start_proxy(database)
     try:
         for workers in args.workers:
@@ -225,12 +243,14 @@ def fleet_section(args: argparse.Namespace) -> None:
                     continue
                 watch = ConnectionWatch(POSTGRES)
                 watch.start()
-                result = one_run(path, url, workers, args.rounds, args.sleep, args.stagger)
+                result = one_run(path, url, workers, args.rounds, args.sleep, args.stagger, proxy.pid)
                 watch.halt.set()
                 watch.join()
+                proxy_share = f"{100 * result['proxy_cpu']:.0f}%" if path == "proxy" else "-"
                 print(f"| {path} | {workers} | {result['throughput']:.1f} | {result['ideal']:.0f} | "
                       f"{100 * result['throughput'] / result['ideal']:.0f}% | {result['p50']:.1f} | "
-                      f"{result['p99']:.1f} | {watch.peak} | {100 * result['cpu']:.0f}% | {result['overshoot']} | {result['lost']} | "
+                      f"{result['p99']:.1f} | {watch.peak} | {100 * result['cpu']:.0f}% | "
+                      f"{proxy_share} | {result['claim_mean']:.0f}, {result['beyond_mean']:.0f} | {result['overshoot']} | {result['lost']} | "
                       f"{result['duplicated']} | {result['errors']} |", flush=True)
                 if result["errors"]:
                     print(f"  first error: {result['first_error']}", flush=True)

@@ -847,19 +847,22 @@ def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[
     """One transaction with Optuna's checks: the trial exists and is not finished, and each parameter's
     distribution agrees with the one it has in the study's other trials."""
     tables = internals.TABLES
-    trials, params = tables.trials, tables.params
+    trials, params, studies = tables.trials, tables.params, tables.studies
     names = [name for name, _value, _distribution in rows]
     with _read_committed(engine) as connection, connection.begin():
         stored = sqlalchemy.select(sqlalchemy.func.count()).where(params.c.trial_id == trial_id).scalar_subquery()
         found = connection.execute(
-            sqlalchemy.select(trials.c.state, trials.c.number, trials.c.study_id, stored.label("stored"))
+            sqlalchemy.select(trials.c.state, trials.c.number, trials.c.study_id, studies.c.study_name,
+                              stored.label("stored"))
+            .join(studies, studies.c.study_id == trials.c.study_id)
             .where(trials.c.trial_id == trial_id)).one_or_none()
         if found is None:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         if found.state.is_finished():
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"Trial#{found.number} has already finished and can not be updated.")
-        _check_distributions(connection, found.study_id, trial_id, rows)
+        study = (engine.url.render_as_string(hide_password=True), found.study_id, found.study_name)
+        _check_distributions(connection, study, trial_id, rows)
         if found.stored:  # a repeat of this transaction after an outage: its first run committed
             connection.execute(sqlalchemy.delete(params).where(params.c.trial_id == trial_id,
                                                                params.c.param_name.in_(names)))
@@ -868,14 +871,24 @@ def write_params_sql(engine: sqlalchemy.Engine, trial_id: int, rows: list[tuple[
             for name, value, distribution in rows])
 
 
-def _check_distributions(connection: sqlalchemy.Connection, study_id: int, trial_id: int,
+# (database, study id, study name, parameter, distribution JSON) found to agree with the study's
+# earlier trials. A study's distributions never change, so a worker checks each of its own once,
+# not with every trial's parameters: most of the cost of storing them.
+_AGREED: set[tuple[str, int, str, str, str]] = set()
+_AGREED_MAX = 10_000
+
+
+def _check_distributions(connection: sqlalchemy.Connection, study: tuple[str, int, str], trial_id: int,
                          rows: list[tuple[str, float, str]]) -> None:
     """ValueError, as Optuna's, when a parameter's distribution disagrees with the study's."""
+    rows = [row for row in rows if (*study, row[0], row[2]) not in _AGREED]
+    if not rows:
+        return
     params, trials = internals.TABLES.params, internals.TABLES.trials
     # One earlier parameter of each name (other trials: a repeated transaction finds its own).
     earlier = [sqlalchemy.select(params.c.param_name, params.c.distribution_json)
                .join(trials, trials.c.trial_id == params.c.trial_id)
-               .where(trials.c.study_id == study_id, params.c.param_name == name,
+               .where(trials.c.study_id == study[1], params.c.param_name == name,
                       params.c.trial_id != trial_id).limit(1).subquery() for name, _value, _distribution in rows]
     known = dict(connection.execute(sqlalchemy.union_all(
         *(sqlalchemy.select(sub.c.param_name, sub.c.distribution_json) for sub in earlier))).all())
@@ -884,6 +897,10 @@ def _check_distributions(connection: sqlalchemy.Connection, study_id: int, trial
             optuna.distributions.check_distribution_compatibility(
                 optuna.distributions.json_to_distribution(known[name]),
                 optuna.distributions.json_to_distribution(distribution))
+    if len(_AGREED) > _AGREED_MAX:
+        _AGREED.clear()
+    # Only what agreed with a stored parameter: a study's first trial sets its distributions.
+    _AGREED.update((*study, name, distribution) for name, _value, distribution in rows if name in known)
 
 
 # --- Reading one trial in two statements ----------------------------------------------------------

@@ -637,11 +637,14 @@ def test_parameters_written_at_once_get_optunas_checks(storage):
     try:
         first = study.ask()
         first.suggest_float("x", 0.0, 1.0)
+        agreeing = study.ask()  # checked against the first, and remembered as agreeing
+        with params_in_one_write(agreeing):
+            agreeing.suggest_float("x", 0.0, 1.0)
         clash = study.ask()
         with pytest.raises(ValueError, match="distribution"):
             with params_in_one_write(clash):
                 clash.suggest_int("x", 0, 10)  # an int where the study has a float
-        assert study.get_trials(deepcopy=False)[1].params == {}
+        assert [t.params for t in study.get_trials(deepcopy=False)[1:]] == [agreeing.params, {}]
         if storage.startswith("journal:"):
             return  # written one by one: the trial below is still running at its suggestion
         late = study.ask()  # failed as stale by another worker before its parameters are stored
@@ -650,7 +653,7 @@ def test_parameters_written_at_once_get_optunas_checks(storage):
                 late.suggest_float("x", 0.0, 1.0)
                 assert internals.study_storage(study).set_trial_state_values(
                     internals.trial_id(late), optuna.trial.TrialState.FAIL)
-        assert study.get_trials(deepcopy=False)[2].params == {}
+        assert study.get_trials(deepcopy=False)[3].params == {}
     finally:
         optuna.delete_study(study_name=study.study_name, storage=internals.study_storage(study))
 
