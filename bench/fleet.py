@@ -8,7 +8,9 @@ through the proxy: its own gRPC channel), running what `hpo study run` runs for 
 (`hpo/_claims.py`), the start and the run with heartbeats (`hpo/_study.py`). The objective stores 4
 parameters as hpo's objective does (random sampler) and sleeps `--sleep` seconds, so that what is
 measured is the storage path, not training or TPE.
-Every run creates a fresh study with a target of W x rounds trials.
+Every run creates a fresh study with a target of W x rounds trials. The workers' first claims are
+spread over one trial, as a fleet's workers start at different moments; with `--together` they
+all start at once, and with a fixed sleep then finish and claim in the same instant every round.
 
 Reported per path and W: trials per second sustained (finished trials over the time from the
 first claim to the last finish) against the ideal W / sleep; claim latency p50 and p99 (counting,
@@ -52,6 +54,7 @@ from hpo._study import _run_trial, _start_trial, create, open_study
 REPO = Path(__file__).resolve().parent.parent
 APP = "hpo-fleet-bench"
 PROXY_PID_ENV = "HPO_BENCH_PROXY_PID"
+DIRECT_CONNECTIONS = 2.3  # PostgreSQL connections a worker holds directly (measured: 74 at W = 32)
 POSTGRES = os.environ.get("HPO_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SPEC = {
     "study": {"name": "fleet", "trials": 10},
@@ -116,6 +119,12 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def max_connections(url: str) -> int:
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as connection:
+        return int(connection.execute(sqlalchemy.text("SHOW max_connections")).scalar())
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of one process so far, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -149,7 +158,7 @@ def worker(url: str, name: str, target: int, sleep: float, delay: float, ready, 
         handle = open_study(name, url)
         ready.put(True)
         start.wait()
-        time.sleep(delay)  # with --stagger: the workers' first claims spread over one trial
+        time.sleep(delay)  # unless --together: the workers' first claims spread over one trial
         while True:
             started = time.monotonic()
             trial_id, _counts, done = _claims.claim_next(handle, target, False)
@@ -236,10 +245,15 @@ def fleet_section(args: argparse.Namespace) -> None:
           "| overshoot | lost | duplicated | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     proxy, grpc_url = start_proxy(database)
+    allowed = max_connections(POSTGRES)
     try:
         for workers in args.workers:
             for path, url in (("direct", database), ("proxy", grpc_url)):
                 if path not in args.paths:
+                    continue
+                if path == "direct" and workers * DIRECT_CONNECTIONS > allowed:
+                    print(f"| direct | {workers} | not run: about {workers * DIRECT_CONNECTIONS:.0f} connections, "
+                          f"PostgreSQL allows {allowed} |", flush=True)
                     continue
                 watch = ConnectionWatch(POSTGRES)
                 watch.start()
@@ -311,7 +325,7 @@ def _time_asks(study: optuna.Study, asks: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64])
-    parser.add_argument("--rounds", type=int, default=8, help="trials per worker in each run")
+    parser.add_argument("--rounds", type=int, default=24, help="trials per worker in each run")
     parser.add_argument("--paths", nargs="+", default=["direct", "proxy"], choices=["direct", "proxy"],
                         help="direct: every worker connects to PostgreSQL; proxy: through hpo storage serve")
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds the objective takes")
@@ -319,8 +333,10 @@ def main() -> None:
     parser.add_argument("--asks", type=int, default=20)
     parser.add_argument("--skip-sampler", action="store_true")
     parser.add_argument("--skip-fleet", action="store_true")
-    parser.add_argument("--stagger", action="store_true",
-                        help="spread the workers' first claims over one trial instead of starting all at once")
+    parser.add_argument("--together", dest="stagger", action="store_false",
+                        help="start every worker's first claim at the same moment (the worst case: with a "
+                        "fixed sleep, all W workers then claim and finish in the same instant every round) "
+                        "instead of spreading the first claims over one trial")
     parser.add_argument("--one", nargs=6, metavar=("PATH", "URL", "W", "ROUNDS", "SLEEP", "STAGGER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
