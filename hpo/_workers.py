@@ -150,8 +150,8 @@ def die_with_parent() -> None:
     would make Python run its fork handlers in the child before the exec, and those of gRPC (in a
     process using `hpo storage serve`) abort the child now and then.
     """
-    parent = os.environ.pop(PARENT_ENV, None)
-    if parent is None:
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():  # not started by `run_workers` (set by hand to anything else: ignored)
         return
     prctl = _prctl()
     if prctl is not None:
